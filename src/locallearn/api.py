@@ -1,0 +1,139 @@
+"""The Python API: ``train`` and ``compare`` with the same options as the CLI.
+
+    import locallearn
+    summary = locallearn.train(rule="greedy", model="cnn1d", data="mnist1d", blocks=3, epochs=5)
+    rows = locallearn.compare(rules=["bp", "greedy"], epochs=5)
+
+``model`` may also be your own ``nn.Sequential`` (its children are the units that rules cut
+between) and ``data`` your own tensors ``(x_train, y_train, x_test, y_test)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from locallearn.config import RunConfig, config_from_mapping
+from locallearn.data import Dataset
+from locallearn.engine.run import EpochCallback, Run
+from locallearn.errors import UsageError
+from locallearn.rules import RULES
+
+DataArg = str | Dataset | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _as_dataset(data: DataArg) -> Dataset | None:
+    if isinstance(data, str):
+        return None
+    if isinstance(data, Dataset):
+        return data
+    try:
+        x_train, y_train, x_test, y_test = data
+    except (TypeError, ValueError):
+        raise UsageError("data must be a dataset name, a Dataset, or (x_train, y_train, x_test, y_test)")
+    y_train, y_test = torch.as_tensor(y_train).long(), torch.as_tensor(y_test).long()
+    return Dataset(
+        name="custom",
+        x_train=torch.as_tensor(x_train).float(),
+        y_train=y_train,
+        x_test=torch.as_tensor(x_test).float(),
+        y_test=y_test,
+        classes=int(max(y_train.max(), y_test.max())) + 1,
+        source="tensors passed to the Python API",
+    )
+
+
+def _resolve(
+    rule: str, model: str | nn.Sequential, data: DataArg, options: dict[str, Any]
+) -> tuple[RunConfig, Dataset | None, nn.Sequential | None]:
+    dataset = _as_dataset(data)
+    network = model if isinstance(model, nn.Module) else None
+    if network is not None and not isinstance(network, nn.Sequential):
+        raise UsageError("a custom model must be an nn.Sequential (its children are the units)")
+    values = dict(options, rule=rule)
+    values["model"] = "custom" if network is not None else model
+    values["data"] = dataset.name if dataset is not None else data
+    return config_from_mapping(values), dataset, network
+
+
+def train(
+    rule: str = "bp",
+    model: str | nn.Sequential = "cnn1d",
+    data: DataArg = "mnist1d",
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train one run and return its summary dict (see DESIGN.md for the keys).
+
+    ``options`` are RunConfig fields (``blocks``, ``epochs``, ``lr``, ``head`` ...). With
+    ``out`` the run directory (config, metrics, checkpoint, summary) is written there.
+    """
+    cfg, dataset, network = _resolve(rule, model, data, options)
+    return Run(cfg, out, dataset=dataset, network=network, progress=progress, on_epoch=on_epoch).fit()
+
+
+def default_rules() -> list[str]:
+    """Every registered rule, BP first (it is the reference the others are compared to)."""
+    return sorted(RULES.names(), key=lambda name: (name != "bp", name))
+
+
+def configs_for_rules(cfg: RunConfig, rules: Sequence[str]) -> list[RunConfig]:
+    """One config per rule; a rule option goes to the rules that take it.
+
+    An option that no listed rule takes is an error, not silently ignored.
+    """
+    if not rules:
+        raise UsageError("give at least one rule to compare")
+    canonical = [RULES.canonical(r) for r in rules]
+    if len(set(canonical)) != len(canonical):
+        raise UsageError(f"--rules lists a rule twice: {','.join(rules)}")
+    rule_options = {k: v for k, v in cfg.rule_options().items() if v is not None}
+    for key in rule_options:
+        if not any(key in RULES.get(r).options for r in canonical):
+            raise UsageError(f"--{key} does not apply to any of the rules {', '.join(canonical)}")
+    configs = []
+    for name in canonical:
+        takes = RULES.get(name).options
+        dropped = {k: None for k in rule_options if k not in takes}
+        configs.append(cfg.replace(rule=name, **dropped))
+    return configs
+
+
+def compare(
+    rules: Sequence[str] | str | None = None,
+    model: str | nn.Sequential = "cnn1d",
+    data: DataArg = "mnist1d",
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Train each rule with the same seed, data order and initial weights; one summary each.
+
+    With ``out``, each rule's run directory is ``out/<rule>``.
+    """
+    if rules is None:
+        rules = default_rules()
+    elif isinstance(rules, str):
+        rules = [r for r in rules.split(",") if r]
+    cfg, dataset, network = _resolve(rules[0] if rules else "bp", model, data, options)
+    if dataset is None:
+        from locallearn.data import load_dataset
+
+        dataset = load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
+    results = []
+    for rule_cfg in configs_for_rules(cfg, rules):
+        run_dir = Path(out) / rule_cfg.rule if out is not None else None
+        net = copy.deepcopy(network) if network is not None else None
+        run = Run(rule_cfg, run_dir, dataset=dataset, network=net, progress=progress, on_epoch=on_epoch)
+        results.append(run.fit())
+    return results

@@ -1,0 +1,245 @@
+"""The ``locallearn`` command line: list, train, compare, resume.
+
+User errors (unknown names, bad values, missing files) print one line and exit 2; the
+contract is in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from locallearn.config import OPTIMIZERS, RunConfig, config_from_mapping, load_config_file
+from locallearn.errors import UsageError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming the problem, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
+    # Every run option defaults to SUPPRESS, so the namespace holds only what the user typed:
+    # that is what lets a config file supply the rest (flags win) and lets us reject a flag
+    # that does not apply to the chosen rule or model.
+    S = argparse.SUPPRESS
+    rule = parser.add_argument_group("rule")
+    if compare:
+        rule.add_argument("--rules", default=None,
+                          help="comma-separated rules to compare (default: every rule)")
+    else:
+        rule.add_argument("--rule", dest="rule", default=S, help="learning rule (default: bp)")
+    rule.add_argument("--blocks", type=int, default=S, help="number of blocks K")
+    rule.add_argument("--head", default=S, help="auxiliary head: auto|linear|mlp|conv (greedy)")
+    rule.add_argument("--cuts", default=S,
+                      help="explicit cut points, e.g. 1,3 (default: balance activation bytes)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=S, help="model name (default: cnn1d)")
+    model.add_argument("--width", type=int, default=S, help="units or channels per layer")
+    model.add_argument("--depth", type=int, default=S, help="number of hidden layers")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default=S, help="dataset name (default: mnist1d)")
+    data.add_argument("--data-dir", dest="data_dir", default=S,
+                      help="folder with dataset files (default: $LOCALLEARN_DATA or ~/.locallearn/data)")
+    data.add_argument("--train-limit", dest="train_limit", type=int, default=S,
+                      help="train on a fixed stratified subset of N samples")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=S, help="epochs (default: 60)")
+    opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
+    opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
+    opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
+    opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
+    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
+    opt.add_argument("--seed", type=int, default=S, help="default: 0")
+    opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default=None, help="run directory (compare: one folder per rule)")
+    out.add_argument("--config", default=None, help="TOML file of options; flags override it")
+    out.add_argument("--json", default=None, help="write the summary (compare: a list) here")
+    if compare:
+        out.add_argument("--plot", default=None, help="write the comparison figure here (.png)")
+    out.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="locallearn", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    lister = sub.add_parser("list", help="list rules, models or datasets")
+    lister.add_argument("what", help="rules | models | datasets")
+    _run_options(sub.add_parser("train", help="train one rule"), compare=False)
+    _run_options(sub.add_parser("compare", help="train several rules and compare"), compare=True)
+    resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    resume.add_argument("run_dir")
+    resume.add_argument("--json", default=None, help="write the summary here")
+    resume.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _version() -> str:
+    from locallearn import __version__
+
+    return f"locallearn {__version__}"
+
+
+_NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules"}
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    base = load_config_file(args.config) if args.config else RunConfig()
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    return config_from_mapping(flags, base)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _fresh_dir(path: Path) -> Path:
+    for name in ("checkpoint.pt", "summary.json"):
+        if (path / name).exists():
+            raise UsageError(
+                f"{path} already holds a run ({name}); continue it with `locallearn resume {path}` "
+                "or choose another --out"
+            )
+    return path
+
+
+def _reporter(quiet: bool) -> tuple[bool, Any]:
+    """(show a progress bar?, callback printing one line per finished run when no bar)."""
+    tty = sys.stderr.isatty()
+    return (not quiet and tty), None
+
+
+def _finished(summary: dict[str, Any], quiet: bool) -> None:
+    if quiet:
+        return
+    from locallearn.report import format_bytes
+
+    print(
+        f"[{summary['rule']}] test acc {summary['test_acc']:.4f}  "
+        f"act memory {format_bytes(summary['act_bytes_peak'])}  "
+        f"{summary['epoch_seconds']:.3f}s/epoch  -> {summary['run_dir']}",
+        file=sys.stderr,
+    )
+
+
+def _write_json(path: str | None, obj: Any) -> None:
+    if path:
+        from locallearn.engine.io import atomic_write_json
+
+        atomic_write_json(path, obj)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from locallearn.report import format_table
+
+    what = args.what
+    if what in ("rules", "rule"):
+        from locallearn.rules import rule_infos
+
+        rows = [[r["name"], r["options"], r["description"]] for r in rule_infos()]
+        print(format_table(["rule", "options", "description"], rows))
+    elif what in ("models", "model"):
+        from locallearn.models import model_infos
+
+        rows = [[m["name"], m["options"], m["description"]] for m in model_infos()]
+        print(format_table(["model", "options", "description"], rows))
+    elif what in ("datasets", "dataset", "data"):
+        from locallearn.data import dataset_infos
+
+        rows = [
+            [d["name"], "x".join(map(str, d["shape"])), d["classes"], d["source"]]
+            for d in dataset_infos()
+        ]
+        print(format_table(["dataset", "shape", "classes", "source"], rows))
+    else:
+        from locallearn.errors import unknown_choice
+
+        raise unknown_choice("list", what, ["rules", "models", "datasets"])
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from locallearn.engine.run import Run
+    from locallearn.report import summary_table
+
+    cfg = _config(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
+    progress, _ = _reporter(args.quiet)
+    run = Run(cfg, _fresh_dir(out), progress=progress)
+    summary = run.fit()
+    _write_json(args.json, summary)
+    _finished(summary, args.quiet)
+    print(summary_table([summary]))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from locallearn.api import configs_for_rules, default_rules
+    from locallearn.data import load_dataset
+    from locallearn.engine.run import Run
+    from locallearn.report import summary_table
+
+    cfg = _config(args)
+    rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules()
+    configs = configs_for_rules(cfg, rules)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
+    for rule_cfg in configs:
+        _fresh_dir(out / rule_cfg.rule)
+    dataset = load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
+    progress, _ = _reporter(args.quiet)
+    summaries = []
+    for rule_cfg in configs:
+        summary = Run(rule_cfg, out / rule_cfg.rule, dataset=dataset, progress=progress).fit()
+        _finished(summary, args.quiet)
+        summaries.append(summary)
+        _write_json(args.json, summaries)  # partial results survive a crash in a later rule
+    print(summary_table(summaries))
+    if args.plot:
+        from locallearn.report.plot import plot_comparison
+
+        plot_comparison(summaries, args.plot)
+        if not args.quiet:
+            print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from locallearn.engine.run import resume_run
+    from locallearn.report import summary_table
+
+    progress, _ = _reporter(args.quiet)
+    summary = resume_run(args.run_dir, progress=progress)
+    _write_json(args.json, summary)
+    _finished(summary, args.quiet)
+    print(summary_table([summary]))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare, "resume": cmd_resume}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as err:
+        print(f"locallearn {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

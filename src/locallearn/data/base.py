@@ -1,0 +1,38 @@
+"""The in-memory dataset every rule trains on, and the dataset registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from locallearn.registry import Registry
+
+
+@dataclass
+class Dataset:
+    """A whole classification dataset as tensors, already normalised.
+
+    ``x_*`` are float32 of shape (N, *input_shape); ``y_*`` are int64 class indices.
+    ``mean``/``std`` are the per-channel statistics that were subtracted/divided, so a rule
+    that needs the raw input (a reconstruction loss) can undo them.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: int
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    source: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+# Builders take (data_dir: pathlib.Path | None) and return a Dataset; entries carry
+# meta: shape (tuple), classes (int), source (str).
+DATASETS: Registry[Dataset] = Registry("dataset")

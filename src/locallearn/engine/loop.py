@@ -1,0 +1,94 @@
+"""The one training loop (see DESIGN.md), and evaluation.
+
+Every rule trains through ``train_step``: each block runs on the previous block's output
+with gradients stopped, its signal gives a local loss, and its own optimizer steps. The
+block's graph is freed by its backward before the next block runs, so only one block's
+activations are ever alive: that is what ``act_bytes_peak`` shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+
+import torch
+
+from locallearn.measure.memory import SavedTensorMeter
+from locallearn.rules.base import Rule
+
+
+def batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches in a seeded random order (or in order without a generator).
+
+    Each batch is gathered into a fresh tensor: a view into the dataset would make the
+    memory meter count the whole dataset's storage as the first layer's saved input.
+    """
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = order.to(x.device)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        yield x.index_select(0, index), y.index_select(0, index)
+
+
+def train_step(
+    rule: Rule,
+    optimizers: Sequence[torch.optim.Optimizer],
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> list[torch.Tensor]:
+    """One step of every stage on one batch; returns each stage's loss (detached)."""
+    losses = []
+    h = x
+    for index, (stage, optimizer) in enumerate(zip(rule.stages, optimizers)):
+        h = stage.block(h.detach())  # nothing upstream is reachable
+        loss = stage.signal(h, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # frees this block's graph
+        optimizer.step()
+        rule.after_step(index)
+        losses.append(loss.detach())
+    return losses
+
+
+def train_epoch(
+    rule: Rule,
+    optimizers: Sequence[torch.optim.Optimizer],
+    data: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    meter: SavedTensorMeter | None = None,
+    on_batch: Callable[[], None] | None = None,
+) -> tuple[list[float], int]:
+    """Train one pass over ``data``; the first step runs inside ``meter`` when given.
+
+    Returns the sample-weighted mean loss of each stage and the number of samples. Losses
+    are summed on the device and read once, so the loop never waits for the device.
+    """
+    rule.train(True)
+    totals: torch.Tensor | None = None
+    samples = 0
+    for step, (x, y) in enumerate(data):
+        with meter if (meter is not None and step == 0) else nullcontext():
+            losses = train_step(rule, optimizers, x, y)
+        weighted = torch.stack(losses) * x.shape[0]
+        totals = weighted if totals is None else totals + weighted
+        samples += x.shape[0]
+        if on_batch is not None:
+            on_batch()
+    if totals is None:
+        return [float("nan")] * rule.blocks, 0
+    return (totals / samples).tolist(), samples
+
+
+@torch.no_grad()
+def evaluate(rule: Rule, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Accuracy of ``rule.predict`` on (x, y), in eval mode, as a fraction."""
+    rule.train(False)
+    correct = 0
+    for xb, yb in batches(x, y, batch_size):
+        correct += int((rule.predict(xb).argmax(dim=1) == yb).sum())
+    return correct / max(1, x.shape[0])

@@ -1,0 +1,271 @@
+"""One run: build everything from a RunConfig, train epoch by epoch, checkpoint, summarise.
+
+Determinism: the model is initialised right after ``torch.manual_seed(seed)``, the data
+order of epoch e comes from a generator seeded with (seed, e), and the checkpoint holds the
+global RNG state, so a resumed run on CPU ends with bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from locallearn import __version__
+from locallearn.config import RunConfig, load_config_file, to_toml, validate
+from locallearn.data import DATASETS, Dataset, load_dataset
+from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from locallearn.engine.loop import batches, evaluate, train_epoch
+from locallearn.errors import UsageError
+from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
+from locallearn.models import MODELS, build_model
+from locallearn.rules import RULES, Rule, build_rule
+
+CHECKPOINT_VERSION = 1
+
+# Called after each epoch with (epoch record, config); the CLI uses it for progress lines.
+EpochCallback = Callable[[dict[str, Any], RunConfig], None]
+
+
+@dataclass
+class TrainState:
+    """What the loop accumulates across epochs; checkpointed with the weights."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    act_bytes_peak: int = 0
+    train_seconds: float = 0.0
+    samples: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was asked for, but this PyTorch build sees no CUDA device")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The data order of one epoch depends only on (seed, epoch): resumable, comparable."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class Run:
+    """A run of one (rule, model, data, seed). ``run_dir`` None keeps everything in memory."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path | None = None,
+        *,
+        dataset: Dataset | None = None,
+        network: nn.Sequential | None = None,
+        progress: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> None:
+        validate(cfg)
+        # Names first: a typo should fail before a dataset is read or a model is built.
+        RULES.get(cfg.rule)
+        if network is None:
+            MODELS.get(cfg.model)
+        if dataset is None:
+            DATASETS.get(cfg.data)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.on_epoch = on_epoch
+        self.device = resolve_device(cfg.device)
+        self.data = dataset if dataset is not None else load_dataset(
+            cfg.data, cfg.data_dir, cfg.train_limit
+        )
+        torch.manual_seed(cfg.seed)
+        if network is None:
+            network = build_model(
+                cfg.model, self.data.input_shape, self.data.classes, **cfg.model_options()
+            )
+        self.rule: Rule = build_rule(
+            cfg.rule, network, self.data.input_shape, self.data.classes, **cfg.rule_options()
+        )
+        self.rule.to(self.device)
+        self.optimizers = [
+            make_optimizer(cfg, self.rule.stage_parameters(i)) for i in range(self.rule.blocks)
+        ]
+        self.state = TrainState()
+        self._x_train, self._y_train = self._to_device(self.data.x_train, self.data.y_train)
+        self._x_test, self._y_test = self._to_device(self.data.x_test, self.data.y_test)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Datasets here fit in device memory; one copy up front beats a copy per batch.
+        return x.to(self.device), y.to(self.device)
+
+    # -- files ----------------------------------------------------------------------------
+    def _path(self, name: str) -> Path | None:
+        return self.run_dir / name if self.run_dir is not None else None
+
+    def _save_checkpoint(self) -> None:
+        path = self._path("checkpoint.pt")
+        if path is None:
+            return
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        atomic_torch_save(
+            path,
+            {
+                "version": CHECKPOINT_VERSION,
+                "network": self.rule.network.state_dict(),
+                "rule": self.rule.state_dict(),
+                "optimizers": [opt.state_dict() for opt in self.optimizers],
+                "rng": rng,
+                "state": asdict(self.state),
+            },
+        )
+
+    def load_checkpoint(self) -> None:
+        path = self._path("checkpoint.pt")
+        if path is None or not path.exists():
+            raise UsageError(f"no checkpoint to resume from: {path} does not exist")
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as err:  # a truncated or foreign file
+            raise UsageError(f"cannot read checkpoint {path}: {err}")
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise UsageError(f"checkpoint {path} has version {ckpt.get('version')}, expected 1")
+        self.rule.network.load_state_dict(ckpt["network"])
+        self.rule.load_state_dict(ckpt["rule"])
+        for opt, state in zip(self.optimizers, ckpt["optimizers"]):
+            opt.load_state_dict(state)
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+        self.state = TrainState(**ckpt["state"])
+
+    def _write_metrics(self) -> None:
+        path = self._path("metrics.jsonl")
+        if path is not None:
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.state.history))
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs (all of them for a new run) and return the summary."""
+        cfg = self.cfg
+        if self.run_dir is not None and self.state.epoch == 0:
+            atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        steps_per_epoch = -(-self._x_train.shape[0] // cfg.batch_size)
+        bar = _progress_bar(
+            self.progress, total=cfg.epochs * steps_per_epoch, initial=self.state.epoch * steps_per_epoch,
+            desc=f"{cfg.rule}",
+        )
+        frozen = [*self.rule.network.parameters(), *self.rule.network.buffers()]
+        frozen += [*self.rule.signal_modules().parameters(), *self.rule.signal_modules().buffers()]
+        for epoch in range(self.state.epoch, cfg.epochs):
+            meter = SavedTensorMeter(exclude=frozen)
+            data = batches(self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch))
+            start = time.perf_counter()
+            losses, samples = train_epoch(
+                self.rule, self.optimizers, data, meter, on_batch=bar.update if bar else None
+            )
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - start
+            test_acc = evaluate(self.rule, self._x_test, self._y_test)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": losses[-1],
+                "block_losses": losses,
+                "test_acc": test_acc,
+                "epoch_seconds": seconds,
+                "act_bytes_peak": meter.peak,
+            }
+            self.state.epoch = epoch + 1
+            self.state.history.append(record)
+            self.state.act_bytes_peak = max(self.state.act_bytes_peak, meter.peak)
+            self.state.train_seconds += seconds
+            self.state.samples += samples
+            self._write_metrics()
+            self._save_checkpoint()
+            if bar:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", test=f"{test_acc:.3f}")
+            if self.on_epoch is not None:
+                self.on_epoch(record, cfg)
+        if bar:
+            bar.close()
+        summary = self.summary()
+        if self.run_dir is not None:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        cfg, state, rule = self.cfg, self.state, self.rule
+        last = state.history[-1] if state.history else {}
+        out: dict[str, Any] = {
+            "rule": cfg.rule,
+            "model": cfg.model,
+            "data": cfg.data,
+            "blocks": rule.blocks,
+            "epochs": state.epoch,
+            "seed": cfg.seed,
+            "device": str(self.device),
+            "test_acc": evaluate(rule, self._x_test, self._y_test),
+            "train_acc": evaluate(rule, self._x_train, self._y_train),
+            "train_loss": last.get("train_loss"),
+            "block_losses": last.get("block_losses"),
+            "params": count_params(rule.network.parameters()),
+            "aux_params": count_params(rule.aux_parameters()),
+            "act_bytes_peak": state.act_bytes_peak,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "epoch_seconds": state.train_seconds / max(1, state.epoch),
+            "samples_per_second": state.samples / state.train_seconds if state.train_seconds else 0.0,
+            "weights_sha256": weights_sha256(rule.network),
+            "cuts": rule.cuts,
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "optimizer": cfg.optimizer,
+            "train_size": int(self._x_train.shape[0]),
+            "test_size": int(self._x_test.shape[0]),
+            "test_acc_curve": [r["test_acc"] for r in state.history],
+            "torch_version": torch.__version__,
+            "locallearn_version": __version__,
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+        }
+        if self.device.type == "cuda":
+            out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
+        return out
+
+
+def _progress_bar(enabled: bool, **kwargs: Any) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(unit="step", leave=False, dynamic_ncols=True, **kwargs)
+
+
+def resume_run(
+    run_dir: str | Path, *, progress: bool = False, on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its last checkpoint; returns its summary."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.toml"
+    if not config_path.exists():
+        raise UsageError(f"{run_dir} is not a run directory: {config_path} does not exist")
+    cfg = load_config_file(config_path)
+    run = Run(cfg, run_dir, progress=progress, on_epoch=on_epoch)
+    run.load_checkpoint()
+    summary_path = run_dir / "summary.json"
+    if run.state.epoch >= cfg.epochs and summary_path.exists():
+        return json.loads(summary_path.read_text())
+    return run.fit()

@@ -1,0 +1,62 @@
+"""The model registry and the one builder every caller goes through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from locallearn.errors import UsageError
+from locallearn.registry import Registry
+
+# Builders: (input_shape, classes, **options) -> nn.Sequential of units.
+# Entry meta: ``ranks`` = the input ranks (len of input_shape) the model accepts.
+MODELS: Registry[nn.Sequential] = Registry("model")
+
+
+def build_model(
+    name: str, input_shape: tuple[int, ...], classes: int, **options: Any
+) -> nn.Sequential:
+    """Build registered model ``name`` for inputs of ``input_shape`` (no batch dim).
+
+    Options left at ``None`` keep the entry's defaults; an option the model does not take is
+    a UsageError naming the ones it does.
+    """
+    entry = MODELS.get(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    for key in given:
+        if key not in entry.options:
+            takes = ", ".join(f"--{o}" for o in sorted(entry.options)) or "no options"
+            raise UsageError(f"--{key} does not apply to model {entry.name!r} (it takes {takes})")
+    ranks = entry.meta.get("ranks")
+    if ranks is not None and len(input_shape) not in ranks:
+        raise UsageError(
+            f"model {entry.name!r} takes inputs of rank {' or '.join(map(str, ranks))} "
+            f"(channels first, no batch), got shape {'x'.join(map(str, input_shape))}"
+        )
+    for key, value in given.items():
+        if isinstance(value, int) and value < 1:
+            raise UsageError(f"--{key} must be a positive integer, got {value}")
+    return entry.build(tuple(input_shape), classes, **given)
+
+
+def model_infos() -> list[dict[str, str]]:
+    return [
+        {
+            "name": e.name,
+            "options": ", ".join(f"--{o}" for o in sorted(e.options)) or "-",
+            "description": e.description,
+        }
+        for e in MODELS.entries()
+    ]
+
+
+def output_shape(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape (no batch) of ``module``'s output, found by running two zero samples."""
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        out = module(torch.zeros(2, *input_shape))
+    module.train(was_training)
+    return tuple(out.shape[1:])

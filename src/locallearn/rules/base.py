@@ -1,0 +1,109 @@
+"""What every rule produces: stages of (block, signal), and the hooks the loop calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from locallearn.registry import Registry
+
+
+class Signal(nn.Module):
+    """A block's local objective: (block output h, labels y) -> scalar loss.
+
+    Its parameters (heads, decoders) are auxiliary: trained with the block, never part of
+    the network that predicts.
+    """
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class TaskLoss(Signal):
+    """Cross-entropy of the block's own output: the signal of the network's last block."""
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(h, y)
+
+
+class HeadLoss(Signal):
+    """Cross-entropy of an auxiliary classifier head on the block's output (DGL)."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.head(h), y)
+
+
+@dataclass
+class Stage:
+    """One block of the network and the signal it learns from."""
+
+    block: nn.Module
+    signal: Signal
+
+
+class Rule:
+    """A network cut into stages, plus the hooks the one training loop calls.
+
+    Subclasses override hooks only when they need them (MAN's EMA update after each step, a
+    goodness rule's negative pass); the loop itself never changes.
+    """
+
+    name = "rule"
+
+    def __init__(self, network: nn.Sequential, stages: list[Stage], cuts: list[int]) -> None:
+        self.network = network
+        self.stages = stages
+        self.cuts = cuts
+
+    # -- what the loop needs -------------------------------------------------------------
+    def after_step(self, stage_index: int) -> None:
+        """Called after the optimizer step of stage ``stage_index``."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores for ``x``: the last block's output."""
+        return self.network(x)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    @property
+    def blocks(self) -> int:
+        return len(self.stages)
+
+    def signal_modules(self) -> nn.ModuleList:
+        return nn.ModuleList(stage.signal for stage in self.stages)
+
+    def aux_parameters(self) -> Iterator[nn.Parameter]:
+        return self.signal_modules().parameters()
+
+    def stage_parameters(self, index: int) -> list[nn.Parameter]:
+        stage = self.stages[index]
+        return [*stage.block.parameters(), *stage.signal.parameters()]
+
+    def train(self, mode: bool = True) -> None:
+        self.network.train(mode)
+        self.signal_modules().train(mode)
+
+    def to(self, device: torch.device | str) -> Rule:
+        self.network.to(device)
+        self.signal_modules().to(device)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the network's weights that a checkpoint must restore."""
+        return {"signals": self.signal_modules().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.signal_modules().load_state_dict(state["signals"])
+
+
+# Builders: (network, *, input_shape, classes, blocks, **rule options) -> Rule.
+# Entry meta: ``default_blocks`` (int), ``paper`` (str).
+RULES: Registry[Rule] = Registry("rule")

@@ -1,0 +1,31 @@
+"""End-to-end backpropagation: the reference every local rule is measured against."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from locallearn.errors import UsageError
+from locallearn.rules.base import RULES, Rule, Stage, TaskLoss
+
+
+class Backprop(Rule):
+    r"""One block, the whole network, trained on the task loss:
+    :math:`\min_\theta \mathrm{CE}(f_\theta(x), y)`. Every activation of the network is alive
+    at the backward pass, which is the memory that local rules avoid."""
+
+    name = "bp"
+
+
+@RULES.register(
+    "bp",
+    description="end-to-end backpropagation (one block; the reference)",
+    options=(),
+    default_blocks=1,
+    paper="Rumelhart, Hinton & Williams (1986)",
+)
+def build_bp(
+    network: nn.Sequential, *, input_shape: tuple[int, ...], classes: int, blocks: int = 1
+) -> Backprop:
+    if blocks != 1:
+        raise UsageError(f"rule 'bp' trains one block; got --blocks {blocks}")
+    return Backprop(network, [Stage(network, TaskLoss())], cuts=[])
