@@ -84,7 +84,10 @@ class SavedTensorMeter:
             self.peak = max(self.peak, self.current)
         else:
             entry[0] += 1
-        return _Held(tensor, self, key)
+        # Hold a detached alias (same storage): holding the tensor itself would make a saved
+        # *output* reference its own grad_fn, a cycle that keeps a dropped graph alive until
+        # the garbage collector runs. Backward formulas need the values, not the history.
+        return _Held(tensor.detach(), self, key)
 
     @staticmethod
     def _unpack(packed: object) -> torch.Tensor:
