@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import locallearn
+from locallearn.config import RunConfig
 from locallearn.engine.loop import train_step
 from locallearn.engine.run import make_optimizer
-from locallearn.config import RunConfig
 from locallearn.measure import SavedTensorMeter
 from locallearn.models import build_model
 from locallearn.rules import build_rule
@@ -115,8 +115,15 @@ def test_greedy_holds_less_than_bp_on_the_same_model():
 
 @pytest.mark.parametrize("rule", ["bp", "greedy"])
 def test_run_reports_act_bytes_peak(rule, mnist1d_small):
-    summary = locallearn.train(rule=rule, model="mlp", data=mnist1d_small, epochs=1, width=64,
-                               depth=4, **({"blocks": 4} if rule == "greedy" else {}))
+    summary = locallearn.train(
+        rule=rule,
+        model="mlp",
+        data=mnist1d_small,
+        epochs=1,
+        width=64,
+        depth=4,
+        **({"blocks": 4} if rule == "greedy" else {}),
+    )
     assert summary["act_bytes_peak"] == step_peak_batch(rule, summary)
 
 

@@ -35,7 +35,9 @@ def _as_dataset(data: DataArg) -> Dataset | None:
     try:
         x_train, y_train, x_test, y_test = data
     except (TypeError, ValueError):
-        raise UsageError("data must be a dataset name, a Dataset, or (x_train, y_train, x_test, y_test)")
+        raise UsageError(
+            "data must be a dataset name, a Dataset, or (x_train, y_train, x_test, y_test)"
+        )
     y_train, y_test = torch.as_tensor(y_train).long(), torch.as_tensor(y_test).long()
     return Dataset(
         name="custom",
@@ -77,7 +79,9 @@ def train(
     ``out`` the run directory (config, metrics, checkpoint, summary) is written there.
     """
     cfg, dataset, network = _resolve(rule, model, data, options)
-    return Run(cfg, out, dataset=dataset, network=network, progress=progress, on_epoch=on_epoch).fit()
+    return Run(
+        cfg, out, dataset=dataset, network=network, progress=progress, on_epoch=on_epoch
+    ).fit()
 
 
 def default_rules() -> list[str]:
@@ -134,6 +138,8 @@ def compare(
     for rule_cfg in configs_for_rules(cfg, rules):
         run_dir = Path(out) / rule_cfg.rule if out is not None else None
         net = copy.deepcopy(network) if network is not None else None
-        run = Run(rule_cfg, run_dir, dataset=dataset, network=net, progress=progress, on_epoch=on_epoch)
+        run = Run(
+            rule_cfg, run_dir, dataset=dataset, network=net, progress=progress, on_epoch=on_epoch
+        )
         results.append(run.fit())
     return results

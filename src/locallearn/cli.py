@@ -33,24 +33,37 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     S = argparse.SUPPRESS
     rule = parser.add_argument_group("rule")
     if compare:
-        rule.add_argument("--rules", default=None,
-                          help="comma-separated rules to compare (default: every rule)")
+        rule.add_argument(
+            "--rules", default=None, help="comma-separated rules to compare (default: every rule)"
+        )
     else:
         rule.add_argument("--rule", dest="rule", default=S, help="learning rule (default: bp)")
     rule.add_argument("--blocks", type=int, default=S, help="number of blocks K")
     rule.add_argument("--head", default=S, help="auxiliary head: auto|linear|mlp|conv (greedy)")
-    rule.add_argument("--cuts", default=S,
-                      help="explicit cut points, e.g. 1,3 (default: balance activation bytes)")
+    rule.add_argument(
+        "--cuts",
+        default=S,
+        help="explicit cut points, e.g. 1,3 (default: balance activation bytes)",
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=S, help="model name (default: cnn1d)")
     model.add_argument("--width", type=int, default=S, help="units or channels per layer")
     model.add_argument("--depth", type=int, default=S, help="number of hidden layers")
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=S, help="dataset name (default: mnist1d)")
-    data.add_argument("--data-dir", dest="data_dir", default=S,
-                      help="folder with dataset files (default: $LOCALLEARN_DATA or ~/.locallearn/data)")
-    data.add_argument("--train-limit", dest="train_limit", type=int, default=S,
-                      help="train on a fixed stratified subset of N samples")
+    data.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        default=S,
+        help="folder with dataset files (default: $LOCALLEARN_DATA or ~/.locallearn/data)",
+    )
+    data.add_argument(
+        "--train-limit",
+        dest="train_limit",
+        type=int,
+        default=S,
+        help="train on a fixed stratified subset of N samples",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=S, help="epochs (default: 60)")
     opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
@@ -173,7 +186,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from locallearn.report import summary_table
 
     cfg = _config(args)
-    out = Path(args.out) if args.out else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
+    )
     progress, _ = _reporter(args.quiet)
     run = Run(cfg, _fresh_dir(out), progress=progress)
     summary = run.fit()
@@ -192,7 +209,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules()
     configs = configs_for_rules(cfg, rules)
-    out = Path(args.out) if args.out else Path("runs") / f"compare-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"compare-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
+    )
     for rule_cfg in configs:
         _fresh_dir(out / rule_cfg.rule)
     dataset = load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
@@ -236,8 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"locallearn {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
-              file=sys.stderr)
+        print(
+            "locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
+            file=sys.stderr,
+        )
         return 130
 
 

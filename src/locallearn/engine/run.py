@@ -46,7 +46,9 @@ class TrainState:
 
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was asked for, but this PyTorch build sees no CUDA device")
+        raise UsageError(
+            f"--device {name} was asked for, but this PyTorch build sees no CUDA device"
+        )
     return torch.device(name)
 
 
@@ -86,8 +88,10 @@ class Run:
         self.progress = progress
         self.on_epoch = on_epoch
         self.device = resolve_device(cfg.device)
-        self.data = dataset if dataset is not None else load_dataset(
-            cfg.data, cfg.data_dir, cfg.train_limit
+        self.data = (
+            dataset
+            if dataset is not None
+            else load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
         )
         torch.manual_seed(cfg.seed)
         if network is None:
@@ -166,14 +170,18 @@ class Run:
             torch.cuda.reset_peak_memory_stats(self.device)
         steps_per_epoch = -(-self._x_train.shape[0] // cfg.batch_size)
         bar = _progress_bar(
-            self.progress, total=cfg.epochs * steps_per_epoch, initial=self.state.epoch * steps_per_epoch,
+            self.progress,
+            total=cfg.epochs * steps_per_epoch,
+            initial=self.state.epoch * steps_per_epoch,
             desc=f"{cfg.rule}",
         )
         frozen = [*self.rule.network.parameters(), *self.rule.network.buffers()]
         frozen += [*self.rule.signal_modules().parameters(), *self.rule.signal_modules().buffers()]
         for epoch in range(self.state.epoch, cfg.epochs):
             meter = SavedTensorMeter(exclude=frozen)
-            data = batches(self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch))
+            data = batches(
+                self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
+            )
             start = time.perf_counter()
             losses, samples = train_epoch(
                 self.rule, self.optimizers, data, meter, on_batch=bar.update if bar else None
@@ -228,7 +236,9 @@ class Run:
             "act_bytes_peak": state.act_bytes_peak,
             "peak_rss_bytes": peak_rss_bytes(),
             "epoch_seconds": state.train_seconds / max(1, state.epoch),
-            "samples_per_second": state.samples / state.train_seconds if state.train_seconds else 0.0,
+            "samples_per_second": state.samples / state.train_seconds
+            if state.train_seconds
+            else 0.0,
             "weights_sha256": weights_sha256(rule.network),
             "cuts": rule.cuts,
             "batch_size": cfg.batch_size,
@@ -237,6 +247,7 @@ class Run:
             "train_size": int(self._x_train.shape[0]),
             "test_size": int(self._x_test.shape[0]),
             "test_acc_curve": [r["test_acc"] for r in state.history],
+            "train_loss_curve": [r["train_loss"] for r in state.history],
             "torch_version": torch.__version__,
             "locallearn_version": __version__,
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,

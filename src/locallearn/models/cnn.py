@@ -35,7 +35,9 @@ def cnn1d(input_shape: tuple[int, ...], classes: int, width: int = 25) -> nn.Seq
     options=("width", "depth"),
     ranks=(3,),
 )
-def cnn(input_shape: tuple[int, ...], classes: int, width: int = 32, depth: int = 4) -> nn.Sequential:
+def cnn(
+    input_shape: tuple[int, ...], classes: int, width: int = 32, depth: int = 4
+) -> nn.Sequential:
     channels, height, _ = input_shape
     units: list[nn.Module] = []
     size = height

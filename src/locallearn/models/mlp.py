@@ -14,7 +14,9 @@ from locallearn.models.base import MODELS
     description="fully connected ReLU net: --depth hidden layers of --width units",
     options=("width", "depth"),
 )
-def mlp(input_shape: tuple[int, ...], classes: int, width: int = 100, depth: int = 2) -> nn.Sequential:
+def mlp(
+    input_shape: tuple[int, ...], classes: int, width: int = 100, depth: int = 2
+) -> nn.Sequential:
     # Defaults follow the MNIST-1D reference MLP (two hidden layers of 100 units).
     units: list[nn.Module] = []
     fan_in = math.prod(input_shape)

@@ -25,8 +25,11 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
         label = f"{s['rule']} (K={s['blocks']}): {s['test_acc']:.3f}"
         curves.plot(epochs, s["test_acc_curve"], label=label)
     first = summaries[0]
-    curves.set(xlabel="epoch", ylabel="test accuracy",
-               title=f"{first['model']} on {first['data']}, seed {first['seed']}")
+    curves.set(
+        xlabel="epoch",
+        ylabel="test accuracy",
+        title=f"{first['model']} on {first['data']}, seed {first['seed']}",
+    )
     curves.grid(alpha=0.3)
     curves.legend(fontsize=8)
 
@@ -35,10 +38,13 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
     drawn = bars.bar(names, kib, color=[f"C{i}" for i in range(len(names))])
     bp = next((s["act_bytes_peak"] for s in summaries if s["rule"] == "bp"), None)
     if bp:
-        bars.bar_label(drawn, labels=[f"{s['act_bytes_peak'] / bp:.2f}x BP" for s in summaries],
-                       fontsize=8)
-    bars.set(ylabel="act_bytes_peak (KiB)",
-             title=f"activation memory per step (batch {first['batch_size']})")
+        bars.bar_label(
+            drawn, labels=[f"{s['act_bytes_peak'] / bp:.2f}x BP" for s in summaries], fontsize=8
+        )
+    bars.set(
+        ylabel="act_bytes_peak (KiB)",
+        title=f"activation memory per step (batch {first['batch_size']})",
+    )
     bars.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     suffix = Path(path).suffix.lstrip(".") or "png"

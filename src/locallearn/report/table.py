@@ -46,20 +46,35 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
     "vs BP" is act_bytes_peak divided by the BP run's, when a BP run is in the list.
     """
     bp = next((s for s in summaries if s["rule"] == "bp"), None)
-    headers = ["rule", "K", "test acc", "train acc", "act memory", "vs BP", "time/epoch",
-               "params", "aux params"]
+    headers = [
+        "rule",
+        "K",
+        "test acc",
+        "train acc",
+        "act memory",
+        "vs BP",
+        "time/epoch",
+        "params",
+        "aux params",
+    ]
     rows = []
     for s in summaries:
-        ratio = f"{s['act_bytes_peak'] / bp['act_bytes_peak']:.2f}x" if bp and bp["act_bytes_peak"] else "-"
-        rows.append([
-            s["rule"],
-            s["blocks"],
-            f"{s['test_acc']:.4f}",
-            f"{s['train_acc']:.4f}",
-            format_bytes(s["act_bytes_peak"]),
-            ratio,
-            f"{s['epoch_seconds']:.3f}s",
-            f"{s['params']:,}",
-            f"{s['aux_params']:,}",
-        ])
+        ratio = (
+            f"{s['act_bytes_peak'] / bp['act_bytes_peak']:.2f}x"
+            if bp and bp["act_bytes_peak"]
+            else "-"
+        )
+        rows.append(
+            [
+                s["rule"],
+                s["blocks"],
+                f"{s['test_acc']:.4f}",
+                f"{s['train_acc']:.4f}",
+                format_bytes(s["act_bytes_peak"]),
+                ratio,
+                f"{s['epoch_seconds']:.3f}s",
+                f"{s['params']:,}",
+                f"{s['aux_params']:,}",
+            ]
+        )
     return format_table(headers, rows)

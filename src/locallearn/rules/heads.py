@@ -42,7 +42,11 @@ def make_head(kind: str, feature_shape: tuple[int, ...], classes: int) -> nn.Seq
     if kind == "conv":
         conv, norm = _CONV[spatial], _NORM[spatial]
         for _ in range(2):
-            layers += [conv(channels, channels, 3, padding=1, bias=False), norm(channels), nn.ReLU()]
+            layers += [
+                conv(channels, channels, 3, padding=1, bias=False),
+                norm(channels),
+                nn.ReLU(),
+            ]
     if spatial:
         layers += [_POOL[spatial](2), nn.Flatten()]
         features = channels * 2**spatial

@@ -1,0 +1,137 @@
+"""Checkpoints and resume: a killed run, resumed, ends with the same weights on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import locallearn
+from locallearn.engine.run import resume_run
+from locallearn.errors import UsageError
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(epoch):
+    def on_epoch(record, cfg):
+        if record["epoch"] == epoch:
+            raise Crash
+
+    return on_epoch
+
+
+@pytest.mark.parametrize("rule,extra", [("bp", {}), ("greedy", {"blocks": 3})])
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, rule, extra):
+    options = dict(rule=rule, model="cnn1d", data="mnist1d", train_limit=300, epochs=4, **extra)
+    clean = locallearn.train(out=tmp_path / "clean", **options)
+    with pytest.raises(Crash):
+        locallearn.train(out=tmp_path / "crashed", on_epoch=crash_after(2), **options)
+    assert not (tmp_path / "crashed" / "summary.json").exists()
+    resumed = resume_run(tmp_path / "crashed")
+    assert resumed["weights_sha256"] == clean["weights_sha256"]
+    assert resumed["test_acc_curve"] == clean["test_acc_curve"]
+    lines = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_checkpoint_is_data_only_and_no_temp_files_remain(tmp_path):
+    locallearn.train(
+        rule="greedy",
+        model="mlp",
+        data="mnist1d",
+        train_limit=200,
+        epochs=1,
+        blocks=2,
+        out=tmp_path,
+    )
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["state"]["epoch"] == 1 and len(ckpt["optimizers"]) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_resuming_a_finished_run_returns_its_summary(tmp_path):
+    done = locallearn.train(
+        rule="bp", model="mlp", data="mnist1d", train_limit=200, epochs=1, out=tmp_path
+    )
+    assert resume_run(tmp_path) == json.loads(json.dumps(done))
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(UsageError, match="is not a run directory"):
+        resume_run(tmp_path)
+    (tmp_path / "config.toml").write_text('rule = "bp"\nmodel = "mlp"\n')
+    with pytest.raises(UsageError, match="no checkpoint to resume from"):
+        resume_run(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UsageError, match="cannot read checkpoint"):
+        resume_run(tmp_path)
+
+
+def cli(*argv):
+    return [sys.executable, "-m", "locallearn.cli", *argv]
+
+
+def test_killed_process_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL a real `train` after its first checkpoint, `resume` it, compare digests."""
+    args = [
+        "train",
+        "--rule",
+        "greedy",
+        "--model",
+        "cnn1d",
+        "--data",
+        "mnist1d",
+        "--blocks",
+        "3",
+        "--epochs",
+        "30",
+        "--seed",
+        "3",
+        "--quiet",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    victim = subprocess.Popen(
+        cli(*args, "--out", str(tmp_path / "killed")),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = metrics.read_text().count("\n")
+    assert 1 <= done < 30, f"the run was killed after {done} epochs; the test needs it mid-run"
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    resumed = subprocess.run(
+        cli(
+            "resume", str(tmp_path / "killed"), "--quiet", "--json", str(tmp_path / "resumed.json")
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    clean = subprocess.run(
+        cli(*args, "--out", str(tmp_path / "clean"), "--json", str(tmp_path / "clean.json")),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert clean.returncode == 0, clean.stderr
+    a = json.loads((tmp_path / "resumed.json").read_text())
+    b = json.loads((tmp_path / "clean.json").read_text())
+    assert a["epochs"] == b["epochs"] == 30
+    assert a["weights_sha256"] == b["weights_sha256"]
