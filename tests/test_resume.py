@@ -66,12 +66,19 @@ def test_resuming_a_finished_run_returns_its_summary(tmp_path):
 def test_resume_errors(tmp_path):
     with pytest.raises(UsageError, match="is not a run directory"):
         resume_run(tmp_path)
-    (tmp_path / "config.toml").write_text('rule = "bp"\nmodel = "mlp"\n')
-    with pytest.raises(UsageError, match="no checkpoint to resume from"):
-        resume_run(tmp_path)
+    (tmp_path / "config.toml").write_text('rule = "bp"\nmodel = "mlp"\nepochs = 1\n')
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UsageError, match="cannot read checkpoint"):
         resume_run(tmp_path)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
+    options = dict(rule="bp", model="mlp", data="mnist1d", train_limit=200, epochs=2)
+    clean = locallearn.train(out=tmp_path / "clean", **options)
+    with pytest.raises(Crash):
+        locallearn.train(out=tmp_path / "early", on_epoch=crash_after(1), **options)
+    (tmp_path / "early" / "checkpoint.pt").unlink()
+    assert resume_run(tmp_path / "early")["weights_sha256"] == clean["weights_sha256"]
 
 
 def cli(*argv):
@@ -103,15 +110,13 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    metrics = tmp_path / "killed" / "metrics.jsonl"
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 120
-    while time.time() < deadline and victim.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= 1:
-            break
+    while time.time() < deadline and victim.poll() is None and not checkpoint.exists():
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    done = metrics.read_text().count("\n")
+    done = torch.load(checkpoint, weights_only=True)["state"]["epoch"]
     assert 1 <= done < 30, f"the run was killed after {done} epochs; the test needs it mid-run"
     assert not (tmp_path / "killed" / "summary.json").exists()
 

@@ -207,8 +207,10 @@ class Run:
             self.state.act_bytes_peak = max(self.state.act_bytes_peak, meter.peak)
             self.state.train_seconds += seconds
             self.state.samples += samples
-            self._write_metrics()
+            # Checkpoint first: it is the state resume trusts; metrics.jsonl is rewritten from
+            # the checkpoint's history, so a kill between the two writes loses nothing.
             self._save_checkpoint()
+            self._write_metrics()
             if bar:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", test=f"{test_acc:.3f}")
             if self.on_epoch is not None:
@@ -279,7 +281,10 @@ def resume_run(
         raise UsageError(f"{run_dir} is not a run directory: {config_path} does not exist")
     cfg = load_config_file(config_path)
     run = Run(cfg, run_dir, progress=progress, on_epoch=on_epoch)
-    run.load_checkpoint()
+    if (run_dir / "checkpoint.pt").exists():
+        run.load_checkpoint()
+    # else: the run died before its first checkpoint; with the same seed, starting over is
+    # exactly what an uninterrupted run would have done.
     summary_path = run_dir / "summary.json"
     if run.state.epoch >= cfg.epochs and summary_path.exists():
         return json.loads(summary_path.read_text())
