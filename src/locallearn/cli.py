@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from locallearn.config import OPTIMIZERS, RunConfig, config_from_mapping, load_config_file
+from locallearn.engine.run import EpochCallback
 from locallearn.errors import UsageError
 
 EXIT_USAGE = 2
@@ -126,10 +127,30 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _reporter(quiet: bool) -> tuple[bool, Any]:
-    """(show a progress bar?, callback printing one line per finished run when no bar)."""
-    tty = sys.stderr.isatty()
-    return (not quiet and tty), None
+def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
+    """(show a progress bar?, per-epoch callback for logs).
+
+    On a terminal: a progress bar. Piped into a log: one line per epoch, at most one every
+    10 seconds (and always the last), so long runs show progress without flooding the log.
+    """
+    if quiet:
+        return False, None
+    if sys.stderr.isatty():
+        return True, None
+    last = [0.0]
+
+    def log_epoch(record: dict[str, Any], cfg: RunConfig) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 10 or record["epoch"] == cfg.epochs:
+            last[0] = now
+            print(
+                f"[{cfg.rule}] epoch {record['epoch']}/{cfg.epochs}  "
+                f"loss {record['train_loss']:.4f}  test acc {record['test_acc']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return False, log_epoch
 
 
 def _finished(summary: dict[str, Any], quiet: bool) -> None:
@@ -191,8 +212,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.out
         else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
     )
-    progress, _ = _reporter(args.quiet)
-    run = Run(cfg, _fresh_dir(out), progress=progress)
+    progress, on_epoch = _reporter(args.quiet)
+    run = Run(cfg, _fresh_dir(out), progress=progress, on_epoch=on_epoch)
     summary = run.fit()
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
@@ -217,10 +238,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for rule_cfg in configs:
         _fresh_dir(out / rule_cfg.rule)
     dataset = load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
-    progress, _ = _reporter(args.quiet)
+    progress, on_epoch = _reporter(args.quiet)
     summaries = []
     for rule_cfg in configs:
-        summary = Run(rule_cfg, out / rule_cfg.rule, dataset=dataset, progress=progress).fit()
+        run = Run(
+            rule_cfg, out / rule_cfg.rule, dataset=dataset, progress=progress, on_epoch=on_epoch
+        )
+        summary = run.fit()
         _finished(summary, args.quiet)
         summaries.append(summary)
         _write_json(args.json, summaries)  # partial results survive a crash in a later rule
@@ -238,8 +262,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from locallearn.engine.run import resume_run
     from locallearn.report import summary_table
 
-    progress, _ = _reporter(args.quiet)
-    summary = resume_run(args.run_dir, progress=progress)
+    progress, on_epoch = _reporter(args.quiet)
+    summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch)
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
     print(summary_table([summary]))

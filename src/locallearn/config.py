@@ -10,13 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from locallearn.errors import UsageError, unknown_choice
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with the backport of the same module
+    import tomli as tomllib
 
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("cpu", "cuda")
