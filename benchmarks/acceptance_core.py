@@ -74,7 +74,7 @@ def main() -> None:
             f"- date: {today()}",
             *(f"- {c}" for c in checks),
             "",
-            *sections,
+            "\n\n".join(sections),
         ]
     )
     replace_section("core-acceptance", body)
