@@ -26,6 +26,22 @@ class Entry(Generic[T]):
     aliases: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def flags(self) -> str:
+        """The options as command-line flags, for listings and messages."""
+        return ", ".join(f"--{o}" for o in sorted(self.options)) or "no options"
+
+    def given(self, options: dict[str, Any], kind: str) -> dict[str, Any]:
+        """The options the caller set (not None). One this entry does not take is an error,
+        never silently ignored."""
+        given = {k: v for k, v in options.items() if v is not None}
+        for key in given:
+            if key not in self.options:
+                raise UsageError(
+                    f"--{key} does not apply to {kind} {self.name!r} (it takes {self.flags})"
+                )
+        return given
+
 
 class Registry(Generic[T]):
     """Name -> Entry, for one kind of thing ("rule", "model", "dataset")."""

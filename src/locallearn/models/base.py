@@ -24,11 +24,7 @@ def build_model(
     a UsageError naming the ones it does.
     """
     entry = MODELS.get(name)
-    given = {k: v for k, v in options.items() if v is not None}
-    for key in given:
-        if key not in entry.options:
-            takes = ", ".join(f"--{o}" for o in sorted(entry.options)) or "no options"
-            raise UsageError(f"--{key} does not apply to model {entry.name!r} (it takes {takes})")
+    given = entry.given(options, "model")
     ranks = entry.meta.get("ranks")
     if ranks is not None and len(input_shape) not in ranks:
         raise UsageError(
@@ -45,7 +41,7 @@ def model_infos() -> list[dict[str, str]]:
     return [
         {
             "name": e.name,
-            "options": ", ".join(f"--{o}" for o in sorted(e.options)) or "-",
+            "options": e.flags,
             "description": e.description,
         }
         for e in MODELS.entries()

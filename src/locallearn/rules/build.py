@@ -6,12 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from locallearn.errors import UsageError
 from locallearn.rules.base import RULES, Rule
-
-
-def rule_options(name: str) -> frozenset[str]:
-    return RULES.get(name).options
 
 
 def build_rule(
@@ -24,11 +19,7 @@ def build_rule(
     """Build rule ``name`` over ``network``. Options left at ``None`` keep the rule's
     defaults; an option the rule does not take is a UsageError."""
     entry = RULES.get(name)
-    given = {k: v for k, v in options.items() if v is not None}
-    for key in given:
-        if key not in entry.options:
-            takes = ", ".join(f"--{o}" for o in sorted(entry.options)) or "no options"
-            raise UsageError(f"--{key} does not apply to rule {entry.name!r} (it takes {takes})")
+    given = entry.given(options, "rule")
     return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
 
 
@@ -36,7 +27,7 @@ def rule_infos() -> list[dict[str, str]]:
     return [
         {
             "name": e.name + (f" ({', '.join(e.aliases)})" if e.aliases else ""),
-            "options": ", ".join(f"--{o}" for o in sorted(e.options)) or "-",
+            "options": e.flags,
             "description": e.description,
             "paper": e.meta.get("paper", ""),
         }
