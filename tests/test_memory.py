@@ -137,3 +137,13 @@ def step_peak_batch(rule: str, summary: dict) -> int:
     with meter:
         train_step(r, opts, torch.randn(100, 1, 40), torch.randint(0, 10, (100,)))
     return meter.peak
+
+
+def test_per_block_peaks_explain_the_step_peak(mnist1d_small):
+    s = locallearn.train(rule="greedy", model="cnn1d", data=mnist1d_small, epochs=1, blocks=3)
+    blocks = s["block_act_bytes"]
+    assert len(blocks) == 3 and max(blocks) == s["act_bytes_peak"]
+    # Block 2 (conv 2) holds its 25x19 input and 25x10 output per sample, plus its head.
+    assert blocks[1] > 100 * (25 * 19 + 25 * 10) * 4
+    bp = locallearn.train(rule="bp", model="cnn1d", data=mnist1d_small, epochs=1)
+    assert bp["block_act_bytes"] == [bp["act_bytes_peak"]]

@@ -41,8 +41,12 @@ def train_step(
     optimizers: Sequence[torch.optim.Optimizer],
     x: torch.Tensor,
     y: torch.Tensor,
+    meter: SavedTensorMeter | None = None,
 ) -> list[torch.Tensor]:
-    """One step of every stage on one batch; returns each stage's loss (detached)."""
+    """One step of every stage on one batch; returns each stage's loss (detached).
+
+    With a ``meter`` (already entered), each stage's peak is marked as one segment.
+    """
     losses = []
     h = x
     for index, (stage, optimizer) in enumerate(zip(rule.stages, optimizers)):
@@ -52,6 +56,8 @@ def train_step(
         loss.backward()  # frees this block's graph
         optimizer.step()
         rule.after_step(index)
+        if meter is not None:
+            meter.mark()
         losses.append(loss.detach())
     return losses
 
@@ -72,8 +78,9 @@ def train_epoch(
     totals: torch.Tensor | None = None
     samples = 0
     for step, (x, y) in enumerate(data):
-        with meter if (meter is not None and step == 0) else nullcontext():
-            losses = train_step(rule, optimizers, x, y)
+        metered = meter if step == 0 else None
+        with metered if metered is not None else nullcontext():
+            losses = train_step(rule, optimizers, x, y, metered)
         weighted = torch.stack(losses) * x.shape[0]
         totals = weighted if totals is None else totals + weighted
         samples += x.shape[0]

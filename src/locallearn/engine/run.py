@@ -40,6 +40,7 @@ class TrainState:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     act_bytes_peak: int = 0
+    block_act_bytes: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
     samples: int = 0
 
@@ -205,6 +206,8 @@ class Run:
             self.state.epoch = epoch + 1
             self.state.history.append(record)
             self.state.act_bytes_peak = max(self.state.act_bytes_peak, meter.peak)
+            previous = self.state.block_act_bytes or [0] * len(meter.segments)
+            self.state.block_act_bytes = [max(a, b) for a, b in zip(previous, meter.segments)]
             self.state.train_seconds += seconds
             self.state.samples += samples
             # Checkpoint first: it is the state resume trusts; metrics.jsonl is rewritten from
@@ -240,6 +243,7 @@ class Run:
             "params": count_params(rule.network.parameters()),
             "aux_params": count_params(rule.aux_parameters()),
             "act_bytes_peak": state.act_bytes_peak,
+            "block_act_bytes": state.block_act_bytes,
             "peak_rss_bytes": peak_rss_bytes(),
             "epoch_seconds": state.train_seconds / max(1, state.epoch),
             "samples_per_second": state.samples / state.train_seconds

@@ -62,13 +62,18 @@ class SavedTensorMeter:
         self._live: dict[StorageKey, list[int]] = {}  # key -> [handles alive, storage bytes]
         self.current = 0
         self.peak = 0
+        self.segments: list[int] = []  # peak of each span closed by mark()
+        self._segment_peak = 0
         self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
 
     def exclude(self, tensors: Iterable[torch.Tensor]) -> None:
         self._excluded.update(_storage_key(t) for t in tensors)
 
-    def reset_peak(self) -> None:
-        self.peak = self.current
+    def mark(self) -> None:
+        """Close a span: record its peak in ``segments`` and start the next one. The loop
+        marks after each block, so ``segments[k]`` is what block k held at its peak."""
+        self.segments.append(self._segment_peak)
+        self._segment_peak = self.current
 
     def _pack(self, tensor: torch.Tensor) -> object:
         if tensor.layout != torch.strided or tensor.device.type == "meta":
@@ -82,6 +87,7 @@ class SavedTensorMeter:
             self._live[key] = [1, nbytes]
             self.current += nbytes
             self.peak = max(self.peak, self.current)
+            self._segment_peak = max(self._segment_peak, self.current)
         else:
             entry[0] += 1
         # Hold a detached alias (same storage): holding the tensor itself would make a saved
