@@ -103,4 +103,5 @@ def resolve_cuts(
 def slice_blocks(network: nn.Sequential, cuts: Sequence[int]) -> list[nn.Sequential]:
     """The blocks as slices of ``network``: they share its modules, not copies."""
     bounds = [0, *cuts, len(network)]
-    return [network[a:b] for a, b in zip(bounds, bounds[1:])]
+    units = list(network)
+    return [nn.Sequential(*units[a:b]) for a, b in zip(bounds, bounds[1:])]
