@@ -91,8 +91,5 @@ class Registry(Generic[T]):
     def entries(self) -> list[Entry[T]]:
         return [self._entries[n] for n in self.names()]
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries or name in self._aliases
-
 
 __all__ = ["Entry", "Registry", "UsageError"]

@@ -66,9 +66,6 @@ class SavedTensorMeter:
         self._segment_peak = 0
         self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
 
-    def exclude(self, tensors: Iterable[torch.Tensor]) -> None:
-        self._excluded.update(_storage_key(t) for t in tensors)
-
     def mark(self) -> None:
         """Close a span: record its peak in ``segments`` and start the next one. The loop
         marks after each block, so ``segments[k]`` is what block k held at its peak."""
