@@ -62,3 +62,15 @@ def test_api_errors():
         locallearn.train(model=nn.Linear(3, 3), data="digits")
     with pytest.raises(UsageError, match="unknown configuration key 'epoch'"):
         locallearn.train(epoch=3)
+
+
+def test_a_new_run_never_overwrites_an_existing_one(tmp_path):
+    options = dict(rule="bp", model="mlp", data="mnist1d", train_limit=200, epochs=1)
+    locallearn.train(out=tmp_path / "run", **options)
+    with pytest.raises(UsageError, match="already holds a run.*locallearn resume"):
+        locallearn.train(out=tmp_path / "run", **options)
+    # compare checks every rule's directory before it trains the first rule
+    locallearn.train(out=tmp_path / "cmp" / "greedy", **dict(options, rule="greedy"))
+    with pytest.raises(UsageError, match="already holds a run"):
+        locallearn.compare(rules=["bp", "greedy"], out=tmp_path / "cmp", **options)
+    assert not (tmp_path / "cmp" / "bp").exists()

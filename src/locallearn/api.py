@@ -11,7 +11,7 @@ between) and ``data`` your own tensors ``(x_train, y_train, x_test, y_test)``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from locallearn.config import RunConfig, config_from_mapping
-from locallearn.data import Dataset
-from locallearn.engine.run import EpochCallback, Run
+from locallearn.data import Dataset, load_dataset
+from locallearn.engine.run import EpochCallback, Run, check_fresh_run_dir
 from locallearn.errors import UsageError
 from locallearn.rules import RULES
 
@@ -130,16 +130,38 @@ def compare(
     elif isinstance(rules, str):
         rules = [r for r in rules.split(",") if r]
     cfg, dataset, network = _resolve(rules[0] if rules else "bp", model, data, options)
-    if dataset is None:
-        from locallearn.data import load_dataset
+    return compare_configs(
+        cfg, rules, out, dataset=dataset, network=network, progress=progress, on_epoch=on_epoch
+    )
 
+
+def compare_configs(
+    cfg: RunConfig,
+    rules: Sequence[str],
+    out: str | Path | None = None,
+    *,
+    dataset: Dataset | None = None,
+    network: nn.Sequential | None = None,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_run: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """``compare`` for a resolved config (the CLI's entry). ``on_run`` gets the summaries so
+    far after each rule finishes, so a caller can report or save partial results."""
+    configs = configs_for_rules(cfg, rules)
+    run_dirs = [Path(out) / c.rule if out is not None else None for c in configs]
+    for run_dir in run_dirs:  # refuse before training anything, not after the first rule
+        if run_dir is not None:
+            check_fresh_run_dir(run_dir)
+    if dataset is None:
         dataset = load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
-    results = []
-    for rule_cfg in configs_for_rules(cfg, rules):
-        run_dir = Path(out) / rule_cfg.rule if out is not None else None
+    results: list[dict[str, Any]] = []
+    for rule_cfg, run_dir in zip(configs, run_dirs):
         net = copy.deepcopy(network) if network is not None else None
         run = Run(
             rule_cfg, run_dir, dataset=dataset, network=net, progress=progress, on_epoch=on_epoch
         )
         results.append(run.fit())
+        if on_run is not None:
+            on_run(results)
     return results

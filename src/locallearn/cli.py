@@ -117,16 +117,6 @@ def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _fresh_dir(path: Path) -> Path:
-    for name in ("checkpoint.pt", "summary.json"):
-        if (path / name).exists():
-            raise UsageError(
-                f"{path} already holds a run ({name}); continue it with `locallearn resume {path}` "
-                "or choose another --out"
-            )
-    return path
-
-
 def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
     """(show a progress bar?, per-epoch callback for logs).
 
@@ -213,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
     )
     progress, on_epoch = _reporter(args.quiet)
-    run = Run(cfg, _fresh_dir(out), progress=progress, on_epoch=on_epoch)
+    run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
@@ -222,32 +212,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from locallearn.api import configs_for_rules, default_rules
-    from locallearn.data import load_dataset
-    from locallearn.engine.run import Run
+    from locallearn.api import compare_configs, default_rules
     from locallearn.report import summary_table
 
     cfg = _config(args)
     rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules()
-    configs = configs_for_rules(cfg, rules)
     out = (
         Path(args.out)
         if args.out
         else Path("runs") / f"compare-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
     )
-    for rule_cfg in configs:
-        _fresh_dir(out / rule_cfg.rule)
-    dataset = load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
     progress, on_epoch = _reporter(args.quiet)
-    summaries = []
-    for rule_cfg in configs:
-        run = Run(
-            rule_cfg, out / rule_cfg.rule, dataset=dataset, progress=progress, on_epoch=on_epoch
-        )
-        summary = run.fit()
-        _finished(summary, args.quiet)
-        summaries.append(summary)
+
+    def on_run(summaries: list[dict[str, Any]]) -> None:
+        _finished(summaries[-1], args.quiet)
         _write_json(args.json, summaries)  # partial results survive a crash in a later rule
+
+    summaries = compare_configs(
+        cfg, rules, out, progress=progress, on_epoch=on_epoch, on_run=on_run
+    )
     print(summary_table(summaries))
     if args.plot:
         from locallearn.report.plot import plot_comparison

@@ -53,6 +53,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """A new run never overwrites another: refuse a directory that already holds one."""
+    for name in ("checkpoint.pt", "summary.json"):
+        if (run_dir / name).exists():
+            raise UsageError(
+                f"{run_dir} already holds a run ({name}); continue it with "
+                f"`locallearn resume {run_dir}` or choose another --out"
+            )
+
+
 def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     # foreach: one batched call over a block's tensors instead of a Python loop per tensor;
     # with many small blocks and heads the loop would rival the forward/backward work.
@@ -170,6 +180,7 @@ class Run:
         """Train the remaining epochs (all of them for a new run) and return the summary."""
         cfg = self.cfg
         if self.run_dir is not None and self.state.epoch == 0:
+            check_fresh_run_dir(self.run_dir)
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
