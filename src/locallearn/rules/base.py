@@ -57,8 +57,6 @@ class Rule:
     goodness rule's negative pass); the loop itself never changes.
     """
 
-    name = "rule"
-
     def __init__(self, network: nn.Sequential, stages: list[Stage], cuts: list[int]) -> None:
         self.network = network
         self.stages = stages
@@ -105,5 +103,5 @@ class Rule:
 
 
 # Builders: (network, *, input_shape, classes, blocks, **rule options) -> Rule.
-# Entry meta: ``default_blocks`` (int), ``paper`` (str).
+# Entry meta: ``paper`` (str). A rule's default K is its builder's default for ``blocks``.
 RULES: Registry[Rule] = Registry("rule")

@@ -13,14 +13,11 @@ class Backprop(Rule):
     :math:`\min_\theta \mathrm{CE}(f_\theta(x), y)`. Every activation of the network is alive
     at the backward pass, which is the memory that local rules avoid."""
 
-    name = "bp"
-
 
 @RULES.register(
     "bp",
     description="end-to-end backpropagation (one block; the reference)",
     options=(),
-    default_blocks=1,
     paper="Rumelhart, Hinton & Williams (1986)",
 )
 def build_bp(

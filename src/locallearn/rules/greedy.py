@@ -24,15 +24,12 @@ class Greedy(Rule):
     crosses a block boundary. Prediction uses the last block only (heads are discarded).
     """
 
-    name = "greedy"
-
 
 @RULES.register(
     "greedy",
     aliases=("dgl",),
     description="greedy local learning (DGL): auxiliary classifier head per block",
     options=("blocks", "head", "cuts"),
-    default_blocks=3,
     paper="Belilovsky et al., ICML 2019 / 2020",
 )
 def build_greedy(
