@@ -7,7 +7,7 @@ import locallearn
 from conftest import data_for_rank
 from locallearn.errors import UsageError
 from locallearn.models import MODELS, build_model
-from locallearn.rules import RULES, build_rule
+from locallearn.rules import RULES, build_rule, rule_applies
 from locallearn.rules.cutting import balanced_cuts, resolve_cuts, unit_costs
 from locallearn.rules.heads import make_head
 
@@ -18,7 +18,7 @@ def model_rank(name: str) -> int:
     return ranks[0] if ranks else 2
 
 
-CASES = [(r, m) for r in RULES.names() for m in MODELS.names()]
+CASES = [(r, m) for r in RULES.names() for m in MODELS.names() if rule_applies(r, m)]
 
 
 @pytest.mark.parametrize("rule,model", CASES)

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from locallearn.config import RunConfig, config_from_mapping
-from locallearn.data import Dataset, load_dataset
-from locallearn.engine.run import EpochCallback, Run, check_fresh_run_dir
+from locallearn.data import Dataset, as_sequences
+from locallearn.engine.run import EpochCallback, Run, check_fresh_run_dir, load_configured_dataset
 from locallearn.errors import UsageError
-from locallearn.rules import RULES
+from locallearn.rules import RULES, rule_applies
 
 DataArg = str | Dataset | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -60,7 +60,10 @@ def _resolve(
     values = dict(options, rule=rule)
     values["model"] = "custom" if network is not None else model
     values["data"] = dataset.name if dataset is not None else data
-    return config_from_mapping(values), dataset, network
+    cfg = config_from_mapping(values)
+    if dataset is not None and cfg.as_sequence:
+        dataset = as_sequences(dataset)
+    return cfg, dataset, network
 
 
 def train(
@@ -84,9 +87,11 @@ def train(
     ).fit()
 
 
-def default_rules() -> list[str]:
-    """Every registered rule, BP first (it is the reference the others are compared to)."""
-    return sorted(RULES.names(), key=lambda name: (name != "bp", name))
+def default_rules(model: str | None = None) -> list[str]:
+    """Every registered rule that applies to ``model`` (all for a custom network), BP first
+    (it is the reference the others are compared to)."""
+    names = [r for r in RULES.names() if model is None or rule_applies(r, model)]
+    return sorted(names, key=lambda name: (name != "bp", name))
 
 
 def configs_for_rules(cfg: RunConfig, rules: Sequence[str]) -> list[RunConfig]:
@@ -126,7 +131,7 @@ def compare(
     With ``out``, each rule's run directory is ``out/<rule>``.
     """
     if rules is None:
-        rules = default_rules()
+        rules = default_rules(model if isinstance(model, str) else None)
     elif isinstance(rules, str):
         rules = [r for r in rules.split(",") if r]
     cfg, dataset, network = _resolve(rules[0] if rules else "bp", model, data, options)
@@ -154,7 +159,7 @@ def compare_configs(
         if run_dir is not None:
             check_fresh_run_dir(run_dir)
     if dataset is None:
-        dataset = load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
+        dataset = load_configured_dataset(cfg)
     results: list[dict[str, Any]] = []
     for rule_cfg, run_dir in zip(configs, run_dirs):
         net = copy.deepcopy(network) if network is not None else None

@@ -7,6 +7,7 @@ contract is in DESIGN.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -40,16 +41,9 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     else:
         rule.add_argument("--rule", dest="rule", default=S, help="learning rule (default: bp)")
     rule.add_argument("--blocks", type=int, default=S, help="number of blocks K")
-    rule.add_argument("--head", default=S, help="auxiliary head: auto|linear|mlp|conv (greedy)")
-    rule.add_argument(
-        "--cuts",
-        default=S,
-        help="explicit cut points, e.g. 1,3 (default: balance activation bytes)",
-    )
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=S, help="model name (default: cnn1d)")
-    model.add_argument("--width", type=int, default=S, help="units or channels per layer")
-    model.add_argument("--depth", type=int, default=S, help="number of hidden layers")
+    groups = {"rule": rule, "model": model}
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=S, help="dataset name (default: mnist1d)")
     data.add_argument(
@@ -74,6 +68,9 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
     opt.add_argument("--seed", type=int, default=S, help="default: 0")
     opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
+    run = parser.add_argument_group("run")
+    groups.update(data=data, run=run)
+    _field_options(groups)
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (compare: one folder per rule)")
     out.add_argument("--config", default=None, help="TOML file of options; flags override it")
@@ -81,6 +78,35 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     if compare:
         out.add_argument("--plot", default=None, help="write the comparison figure here (.png)")
     out.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _field_options(groups: dict[str, Any]) -> None:
+    """A flag for every RunConfig field that names its group (model, rule, data, run)."""
+    for f in dataclasses.fields(RunConfig):
+        group = f.metadata.get("group")
+        if group is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).split(" ")[0]
+        if kind == "bool":
+            groups[group].add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f.metadata["help"],
+            )
+        else:  # list[int] stays a string: config_from_mapping parses "1,3"
+            groups[group].add_argument(
+                flag,
+                dest=f.name,
+                type=_FLAG_TYPES.get(kind, str),
+                default=argparse.SUPPRESS,
+                help=f.metadata["help"],
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +143,10 @@ def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def _loss_text(loss: float | None) -> str:
+    return "-" if loss is None else f"{loss:.4f}"  # None: the last block rested all epoch
+
+
 def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
     """(show a progress bar?, per-epoch callback for logs).
 
@@ -135,7 +165,7 @@ def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
             last[0] = now
             print(
                 f"[{cfg.rule}] epoch {record['epoch']}/{cfg.epochs}  "
-                f"loss {record['train_loss']:.4f}  test acc {record['test_acc']:.4f}",
+                f"loss {_loss_text(record['train_loss'])}  test acc {record['test_acc']:.4f}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -216,7 +246,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from locallearn.report import summary_table
 
     cfg = _config(args)
-    rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules()
+    rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules(cfg.model)
     out = (
         Path(args.out)
         if args.out

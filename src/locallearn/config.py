@@ -26,6 +26,10 @@ OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("cpu", "cuda")
 
 
+def _opt(group: str, help: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"group": group, "help": help})
+
+
 @dataclass
 class RunConfig:
     rule: str = "bp"
@@ -42,18 +46,49 @@ class RunConfig:
     device: str = "cpu"
     data_dir: str | None = None
     train_limit: int | None = None
-    # model options (None: the model's default; an error if the model has no such option)
-    width: int | None = None
-    depth: int | None = None
-    # rule options (None: the rule's default; an error if the rule has no such option)
-    head: str | None = None
-    cuts: list[int] | None = field(default=None)
+    # -- options of one model, rule or dataset ---------------------------------------------
+    # None means "the entry's default", and setting one the chosen entry does not take is an
+    # error. Each field's metadata names its group and CLI help; the CLI builds a flag for
+    # every such field, so a new option is one field here (in its owner's section).
+    # models
+    width: int | None = _opt("model", "units or channels per layer")
+    depth: int | None = _opt("model", "number of hidden layers")
+    # rules: greedy and the auxiliary-head family
+    head: str | None = _opt("rule", "auxiliary head: auto|linear|mlp|conv")
+    cuts: list[int] | None = _opt(
+        "rule", "explicit cut points, e.g. 1,3 (default: balance activation bytes)"
+    )
+    # rules: infopro, auglocal, man
+    aux_depth: int | None = _opt("rule", "AugLocal: layers in each auxiliary network (d)")
+    pyramid: float | None = _opt("rule", "AugLocal: pyramidal depth coefficient c")
+    host: str | None = _opt("rule", "MAN: the local rule it plugs into, greedy|infopro")
+    ema_momentum: float | None = _opt("rule", "MAN: EMA momentum m")
+    # rules: drtp, tpsgd, ff, fa, dfa
+    local_loss: str | None = _opt("rule", "tpSGD: local loss against the target, mse|l1|ce")
+    ff_readout: str | None = _opt("rule", "Forward-Forward prediction: sweep|linear")
+    ff_schedule: str | None = _opt("rule", "Forward-Forward layers: simultaneous|greedy")
+    # datasets (options of one dataset entry; see data_options)
+    # -- options of every run ------------------------------------------------------------------
+    as_sequence: bool = _opt(
+        "run", "feed inputs as sequences: (length, features); images row by row", False
+    )
+    augment: bool = _opt("run", "the dataset's training augmentation (CIFAR: crop + flip)", False)
+    amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
+    channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
+
+    def _group(self, group: str) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("group") == group
+        }
 
     def model_options(self) -> dict[str, Any]:
-        return {"width": self.width, "depth": self.depth}
+        return self._group("model")
 
     def rule_options(self) -> dict[str, Any]:
-        return {"blocks": self.blocks, "head": self.head, "cuts": self.cuts}
+        return {"blocks": self.blocks, **self._group("rule")}
+
+    def data_options(self) -> dict[str, Any]:
+        return self._group("data")
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -69,6 +104,10 @@ def _check_type(key: str, value: Any) -> Any:
         if "None" in kind:
             return None
         raise UsageError(f"{key} may not be empty")
+    if kind.startswith("bool"):
+        if not isinstance(value, bool):
+            raise UsageError(f"{key} must be true or false, got {value!r}")
+        return value
     if kind.startswith("list[int]"):
         if isinstance(value, str):
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,12 +28,15 @@ class Dataset:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     source: str = ""
+    # Training-time augmentation of a batch (already on the device), drawing its randomness
+    # from the generator; None when the dataset defines none. Applied with --augment.
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
 
-# Builders take (data_dir: pathlib.Path | None) and return a Dataset; entries carry
-# meta: shape (tuple), classes (int), source (str).
+# Builders take (data_dir: pathlib.Path | None, **dataset options) and return a Dataset;
+# entries carry meta: shape (tuple), classes (int), source (str).
 DATASETS: Registry[Dataset] = Registry("dataset")

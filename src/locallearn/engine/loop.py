@@ -9,12 +9,15 @@ activations are ever alive: that is what ``act_bytes_peak`` shows.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 
 from locallearn.measure.memory import SavedTensorMeter
 from locallearn.rules.base import Rule
+
+AutocastFactory = Callable[[], AbstractContextManager[Any]]
 
 
 def batches(
@@ -42,23 +45,34 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     meter: SavedTensorMeter | None = None,
+    autocast: AutocastFactory | None = None,
 ) -> list[torch.Tensor]:
-    """One step of every stage on one batch; returns each stage's loss (detached).
+    """One step of every stage on one batch; returns each stage's loss (detached; NaN for
+    a stage that rests in this step).
 
     With a ``meter`` (already entered), each stage's peak is marked as one segment.
+    ``autocast`` (CUDA mixed precision) wraps each block's forward and loss.
     """
     losses = []
-    h = x
+    h, target = rule.begin_step(x, y)
     for index, (stage, optimizer) in enumerate(zip(rule.stages, optimizers)):
-        h = stage.block(h.detach())  # nothing upstream is reachable
-        loss = stage.signal(h, y)
+        if not rule.trains(index):
+            with torch.no_grad():
+                h = stage.block(h)
+            losses.append(torch.full((), float("nan"), device=h.device))
+            if meter is not None:
+                meter.mark()
+            continue
+        with autocast() if autocast is not None else nullcontext():
+            h = stage.block(h.detach())  # nothing upstream is reachable
+            loss = stage.signal(h, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # frees this block's graph
         optimizer.step()
         rule.after_step(index)
         if meter is not None:
             meter.mark()
-        losses.append(loss.detach())
+        losses.append(loss.detach().float())
     return losses
 
 
@@ -68,27 +82,33 @@ def train_epoch(
     data: Iterator[tuple[torch.Tensor, torch.Tensor]],
     meter: SavedTensorMeter | None = None,
     on_batch: Callable[[], None] | None = None,
-) -> tuple[list[float], int]:
+    autocast: AutocastFactory | None = None,
+) -> tuple[list[float | None], int]:
     """Train one pass over ``data``; the first step runs inside ``meter`` when given.
 
-    Returns the sample-weighted mean loss of each stage and the number of samples. Losses
-    are summed on the device and read once, so the loop never waits for the device.
+    Returns the sample-weighted mean loss of each stage (None for a stage that rested all
+    epoch) and the number of samples. Losses are summed on the device and read once, so the
+    loop never waits for the device.
     """
     rule.train(True)
     totals: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
     samples = 0
     for step, (x, y) in enumerate(data):
         metered = meter if step == 0 else None
         with metered if metered is not None else nullcontext():
-            losses = train_step(rule, optimizers, x, y, metered)
-        weighted = torch.stack(losses) * x.shape[0]
+            losses = train_step(rule, optimizers, x, y, metered, autocast)
+        weighted = torch.stack(losses).nan_to_num(nan=0.0) * x.shape[0]
+        active = torch.stack(losses).isfinite() * x.shape[0]
         totals = weighted if totals is None else totals + weighted
+        counts = active if counts is None else counts + active
         samples += x.shape[0]
         if on_batch is not None:
             on_batch()
-    if totals is None:
-        return [float("nan")] * rule.blocks, 0
-    return (totals / samples).tolist(), samples
+    if totals is None or counts is None:
+        return [None] * rule.blocks, 0
+    means = (totals / counts.clamp(min=1)).tolist()
+    return [m if c > 0 else None for m, c in zip(means, counts.tolist())], samples
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from locallearn.models import MODELS, build_model
 from locallearn.rules import RULES, Rule, build_rule
 
 CHECKPOINT_VERSION = 1
+AUGMENT_STREAM = 7_919_000  # offsets the augmentation generator's seed from the data order's
 
 # Called after each epoch with (epoch record, config); the CLI uses it for progress lines.
 EpochCallback = Callable[[dict[str, Any], RunConfig], None]
@@ -43,6 +44,17 @@ class TrainState:
     block_act_bytes: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
     samples: int = 0
+
+
+def load_configured_dataset(cfg: RunConfig) -> Dataset:
+    """The dataset a config names, with its options, subset and sequence form applied."""
+    return load_dataset(
+        cfg.data,
+        cfg.data_dir,
+        cfg.train_limit,
+        as_sequence=cfg.as_sequence,
+        **cfg.data_options(),
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,11 +115,10 @@ class Run:
         self.progress = progress
         self.on_epoch = on_epoch
         self.device = resolve_device(cfg.device)
-        self.data = (
-            dataset
-            if dataset is not None
-            else load_dataset(cfg.data, cfg.data_dir, cfg.train_limit)
-        )
+        self.data = dataset if dataset is not None else load_configured_dataset(cfg)
+        if cfg.augment and self.data.augment is None:
+            raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
+        check_accelerator_options(cfg, self.device)
         torch.manual_seed(cfg.seed)
         if network is None:
             network = build_model(
@@ -117,6 +128,8 @@ class Run:
             cfg.rule, network, self.data.input_shape, self.data.classes, **cfg.rule_options()
         )
         self.rule.to(self.device)
+        if cfg.channels_last:
+            self.rule.network.to(memory_format=torch.channels_last)
         self.optimizers = [
             make_optimizer(cfg, self.rule.stage_parameters(i)) for i in range(self.rule.blocks)
         ]
@@ -125,8 +138,30 @@ class Run:
         self._x_test, self._y_test = self._to_device(self.data.x_test, self.data.y_test)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Datasets here fit in device memory; one copy up front beats a copy per batch.
-        return x.to(self.device), y.to(self.device)
+        # Datasets here fit in device memory; one copy up front beats a copy per batch. On
+        # CUDA the copy goes from pinned memory, without a pageable staging buffer.
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        if self.cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _autocast(self) -> Any:
+        if not self.cfg.amp:
+            return None
+        return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _augmented(
+        self, data: Iterator[tuple[torch.Tensor, torch.Tensor]], epoch: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        augment = self.data.augment
+        if not self.cfg.augment or augment is None:
+            yield from data
+            return
+        # Its own generator, so augmentation never shifts the data order of an epoch.
+        generator = epoch_generator(self.cfg.seed, epoch + AUGMENT_STREAM)
+        for x, y in data:
+            yield augment(x, generator), y
 
     # -- files ----------------------------------------------------------------------------
     def _path(self, name: str) -> Path | None:
@@ -198,9 +233,15 @@ class Run:
             data = batches(
                 self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
             )
+            self.rule.begin_epoch(epoch, cfg.epochs)
             start = time.perf_counter()
             losses, samples = train_epoch(
-                self.rule, self.optimizers, data, meter, on_batch=bar.update if bar else None
+                self.rule,
+                self.optimizers,
+                self._augmented(data, epoch),
+                meter,
+                on_batch=bar.update if bar else None,
+                autocast=self._autocast(),
             )
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -226,7 +267,7 @@ class Run:
             self._save_checkpoint()
             self._write_metrics()
             if bar:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", test=f"{test_acc:.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), test=f"{test_acc:.3f}")
             if self.on_epoch is not None:
                 self.on_epoch(record, cfg)
         if bar:
@@ -276,6 +317,17 @@ class Run:
         if self.device.type == "cuda":
             out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
         return out
+
+
+def _fmt(loss: float | None) -> str:
+    return "-" if loss is None else f"{loss:.3f}"
+
+
+def check_accelerator_options(cfg: RunConfig, device: torch.device) -> None:
+    """--amp and --channels-last are CUDA speed options; on CPU they would only mislead."""
+    for flag, on in (("--amp", cfg.amp), ("--channels-last", cfg.channels_last)):
+        if on and device.type != "cuda":
+            raise UsageError(f"{flag} applies to --device cuda only (this run is on {device})")
 
 
 def _progress_bar(enabled: bool, **kwargs: Any) -> Any:

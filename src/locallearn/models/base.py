@@ -11,7 +11,8 @@ from locallearn.errors import UsageError
 from locallearn.registry import Registry
 
 # Builders: (input_shape, classes, **options) -> nn.Sequential of units.
-# Entry meta: ``ranks`` = the input ranks (len of input_shape) the model accepts.
+# Entry meta: ``ranks`` = the input ranks (len of input_shape) the model accepts;
+# ``family`` = dense | conv | recurrent | local | ... (which rules apply: see rule_applies).
 MODELS: Registry[nn.Sequential] = Registry("model")
 
 

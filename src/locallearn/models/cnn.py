@@ -13,6 +13,7 @@ from locallearn.models.base import MODELS, output_shape
     "cnn1d",
     description="MNIST-1D reference CNN: 3 strided Conv1d (k5/k3/k3, stride 2) + linear",
     options=("width",),
+    family="conv",
     ranks=(2,),
 )
 def cnn1d(input_shape: tuple[int, ...], classes: int, width: int = 25) -> nn.Sequential:
@@ -33,6 +34,7 @@ def cnn1d(input_shape: tuple[int, ...], classes: int, width: int = 25) -> nn.Seq
     description="small 2-D CNN: --depth conv3x3-BN-ReLU units (width doubles and 2x2 max-pool "
     "every 2nd unit), global pool, linear",
     options=("width", "depth"),
+    family="conv",
     ranks=(3,),
 )
 def cnn(

@@ -13,6 +13,7 @@ from locallearn.models.base import MODELS
     "mlp",
     description="fully connected ReLU net: --depth hidden layers of --width units",
     options=("width", "depth"),
+    family="dense",
 )
 def mlp(
     input_shape: tuple[int, ...], classes: int, width: int = 100, depth: int = 2

@@ -63,6 +63,22 @@ class Rule:
         self.cuts = cuts
 
     # -- what the loop needs -------------------------------------------------------------
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before epoch ``epoch`` (0-based) of ``epochs``: schedules live here."""
+
+    def begin_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first block's input and the targets every signal sees, for batch (x, y).
+
+        A rule that needs more than the batch (Forward-Forward's positive and negative data,
+        DFA's output error from a gradient-free forward pass) prepares it here.
+        """
+        return x, y
+
+    def trains(self, stage_index: int) -> bool:
+        """Whether stage ``stage_index`` learns in this step; a resting stage only runs
+        forward, without a graph (a layer-after-layer schedule)."""
+        return True
+
     def after_step(self, stage_index: int) -> None:
         """Called after the optimizer step of stage ``stage_index``."""
 

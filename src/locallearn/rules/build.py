@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from locallearn.models.base import MODELS
 from locallearn.rules.base import RULES, Rule
 
 
@@ -21,6 +22,16 @@ def build_rule(
     entry = RULES.get(name)
     given = entry.given(options, "rule")
     return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
+
+
+def rule_applies(rule: str, model: str) -> bool:
+    """Whether rule ``rule`` can train registered model ``model``.
+
+    A rule's ``families`` meta lists the model families it suits (None: every family); a
+    model's ``family`` meta is one of dense, conv, recurrent, local, ...
+    """
+    families = RULES.get(rule).meta.get("families")
+    return families is None or MODELS.get(model).meta.get("family") in families
 
 
 def rule_infos() -> list[dict[str, str]]:

@@ -1,0 +1,95 @@
+"""The loop's hooks for rules (begin_step, trains, begin_epoch) and the run options shared by
+every rule (sequence inputs, augmentation, CUDA-only flags)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import locallearn
+from locallearn.config import RunConfig, config_from_mapping
+from locallearn.data import as_sequences
+from locallearn.engine.loop import train_step
+from locallearn.engine.run import Run
+from locallearn.errors import UsageError
+from locallearn.rules.base import Rule, Stage, TaskLoss
+
+
+class _Recorder(Rule):
+    """Doubles the input in begin_step and lets only stage 1 train."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        a, b = nn.Linear(4, 4), nn.Linear(4, 3)
+        super().__init__(nn.Sequential(a, b), [Stage(a, TaskLoss()), Stage(b, TaskLoss())], [1])
+        self.seen: list[torch.Tensor] = []
+
+    def begin_step(self, x, y):
+        self.seen.append(x)
+        return 2 * x, y
+
+    def trains(self, stage_index):
+        return stage_index == 1
+
+
+def test_resting_stage_runs_without_graph_and_keeps_weights():
+    rule = _Recorder()
+    opts = [torch.optim.SGD(rule.stage_parameters(i), lr=0.1) for i in range(2)]
+    first = rule.stages[0].block.weight.detach().clone()
+    second = rule.stages[1].block.weight.detach().clone()
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(rule.network(2 * x), y)
+    losses = train_step(rule, opts, x, y)
+    assert torch.equal(rule.stages[0].block.weight, first), "a resting stage must not learn"
+    assert not torch.equal(rule.stages[1].block.weight, second)
+    assert math.isnan(float(losses[0])) and math.isfinite(float(losses[1]))
+    # stage 1 saw the doubled input: its loss (before its step) is the network's on 2x
+    assert float(losses[1]) == pytest.approx(float(expected), rel=1e-6)
+    assert rule.seen[0] is x
+
+
+def test_bool_options_parse_and_reject_non_bools():
+    assert config_from_mapping({"as_sequence": True}).as_sequence is True
+    with pytest.raises(UsageError, match="as_sequence must be true or false"):
+        config_from_mapping({"as_sequence": "yes"})
+
+
+@pytest.mark.parametrize("flag", ["amp", "channels_last"])
+def test_cuda_only_flags_are_refused_on_cpu(flag, mnist1d_small):
+    with pytest.raises(UsageError, match="applies to --device cuda only"):
+        Run(RunConfig(**{flag: True}), dataset=mnist1d_small)
+
+
+def test_augment_without_a_dataset_augmentation_is_an_error(mnist1d_small):
+    with pytest.raises(UsageError, match="defines no augmentation"):
+        Run(RunConfig(augment=True), dataset=mnist1d_small)
+
+
+def test_augmentation_is_applied_to_training_batches_only(mnist1d_small):
+    calls: list[int] = []
+
+    def flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return x.flip(-1)
+
+    data = locallearn.data.Dataset(**{**mnist1d_small.__dict__, "augment": flip})
+    locallearn.train("bp", "mlp", data, epochs=1, augment=True, batch_size=100)
+    assert sum(calls) == data.x_train.shape[0]
+
+
+def test_as_sequence_turns_signals_and_images_into_steps(mnist1d_small, digits_small):
+    seq = as_sequences(mnist1d_small)
+    assert seq.input_shape == (40, 1)
+    assert torch.equal(seq.x_train[:, :, 0], mnist1d_small.x_train[:, 0, :])
+    rows = as_sequences(digits_small)
+    assert rows.input_shape == (8, 8)
+    assert torch.equal(rows.x_train[:, 3, :], digits_small.x_train[:, 0, 3, :])
+
+
+def test_dataset_options_are_checked_against_the_entry():
+    with pytest.raises(UsageError, match="does not apply to dataset 'digits'"):
+        locallearn.data.load_dataset("digits", k=3)
