@@ -18,7 +18,16 @@ def model_rank(name: str) -> int:
     return ranks[0] if ranks else 2
 
 
-CASES = [(r, m) for r in RULES.names() for m in MODELS.names() if rule_applies(r, m)]
+# Models left out of the matrix, each with the reason (a deeper variant of a model that is
+# in it, tested for construction elsewhere): keeps this file within the suite's time budget.
+MATRIX_EXCLUDED: dict[str, str] = {}
+
+CASES = [
+    (r, m)
+    for r in RULES.names()
+    for m in MODELS.names()
+    if rule_applies(r, m) and m not in MATRIX_EXCLUDED
+]
 
 
 @pytest.mark.parametrize("rule,model", CASES)
