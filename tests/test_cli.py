@@ -141,7 +141,9 @@ def test_console_entry_point_runs_as_a_module():
         text=True,
     )
     assert result.returncode == 2
+    from locallearn.rules import RULES
+
     assert result.stderr.strip() == (
-        "locallearn train: error: unknown rule 'nosuch'; valid choices: bp, greedy. "
-        "`locallearn list rules` shows all"
+        f"locallearn train: error: unknown rule 'nosuch'; valid choices: "
+        f"{', '.join(RULES.names())}. `locallearn list rules` shows all"
     )
