@@ -32,7 +32,9 @@ OFFLINE = {
     "digits": (1437, 360),
     "mnist5k": (4000, 1000),
 }
-ALL = {*OFFLINE, "mnist", "fashion-mnist", "kmnist", "cifar10"}
+GENERATED = {"dsd", "shortcut"}  # synthetic tasks (tests/test_dsd.py, tests/test_shortcut.py)
+FILES = {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "stl10"}
+ALL = {*OFFLINE, *GENERATED, *FILES}
 IDX_NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -66,7 +68,8 @@ def test_registry_holds_every_family() -> None:
     assert [info["name"] for info in infos] == sorted(ALL)
     for info in infos:
         assert set(info) == {"name", "shape", "classes", "source", "description"}
-        assert info["classes"] == 10
+        expected = {"cifar100": 100, "dsd": 2, "shortcut": 2}.get(info["name"], 10)
+        assert info["classes"] == expected
         assert isinstance(info["shape"], tuple) and info["source"] and info["description"]
 
 

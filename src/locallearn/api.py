@@ -107,7 +107,8 @@ def configs_for_rules(cfg: RunConfig, rules: Sequence[str]) -> list[RunConfig]:
     rule_options = {k: v for k, v in cfg.rule_options().items() if v is not None}
     for key in rule_options:
         if not any(key in RULES.get(r).options for r in canonical):
-            raise UsageError(f"--{key} does not apply to any of the rules {', '.join(canonical)}")
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to any of the rules {', '.join(canonical)}")
     configs = []
     for name in canonical:
         takes = RULES.get(name).options

@@ -1,4 +1,4 @@
-"""The ``locallearn`` command line: list, train, compare, resume.
+"""The ``locallearn`` command line: list, train, compare, resume, measure.
 
 User errors (unknown names, bad values, missing files) print one line and exit 2; the
 contract is in DESIGN.md.
@@ -83,11 +83,12 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
 _FLAG_TYPES = {"int": int, "float": float, "str": str}
 
 
-def _field_options(groups: dict[str, Any]) -> None:
-    """A flag for every RunConfig field that names its group (model, rule, data, run)."""
+def _field_options(groups: dict[str, Any], skip: Sequence[str] = ()) -> None:
+    """A flag for every RunConfig field that names its group (model, rule, data, run);
+    fields of groups not in ``groups`` and fields named in ``skip`` get none."""
     for f in dataclasses.fields(RunConfig):
         group = f.metadata.get("group")
-        if group is None:
+        if group is None or group not in groups or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type).split(" ")[0]
@@ -121,7 +122,92 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir")
     resume.add_argument("--json", default=None, help="write the summary here")
     resume.add_argument("--quiet", action="store_true", help="no progress output")
+    _measure_options(
+        sub.add_parser("measure", help="memory and time of training steps, on random inputs")
+    )
+    _sweep_options(sub.add_parser("sweep", help="studies: `sweep dsd` (DSD sample complexity)"))
+    _probe_options(sub.add_parser("probe", help="what a finished run learned (probes, collapse)"))
     return parser
+
+
+def _probe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run(s)")
+    parser.add_argument("--device", default=None, help="cpu|cuda (default: the run's, else cpu)")
+    parser.add_argument(
+        "--max-train",
+        dest="max_train",
+        type=int,
+        default=10_000,
+        help="training samples used by probes and collapse statistics (default: 10000)",
+    )
+    parser.add_argument("--plot", default=None, help="one figure comparing the runs (.png)")
+    parser.add_argument("--json", default=None, help="write the list of reports here")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _sweep_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="dsd: smallest n reaching a target accuracy, per model")
+    grid = parser.add_argument_group("grid")
+    grid.add_argument("--full", action="store_true", help="the larger grid (slow: hours on CPU)")
+    grid.add_argument("--patches", default=None, help="values of k, e.g. 2,4,8")
+    grid.add_argument("--patch-dims", dest="patch_dims", default=None, help="values of d")
+    grid.add_argument("--models", default=None, help="default: dsd-cnn,dsd-lcn,dsd-fcn")
+    grid.add_argument("--sigma", type=float, default=None, help="noise std (default: 0.5)")
+    grid.add_argument("--seeds", type=int, default=None, help="seeds per n (default: 3)")
+    grid.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="fraction of the way from chance to Bayes accuracy (default: 0.75)",
+    )
+    grid.add_argument("--n-max", dest="n_max", type=int, default=None, help="largest n tried")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default=None, help="folder for dsd_sweep.json/.txt/.png")
+    out.add_argument("--json", default=None, help="also write the JSON here")
+    out.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _measure_options(parser: argparse.ArgumentParser) -> None:
+    # The rule and model options of train (same RunConfig fields, same flags); no data.
+    S = argparse.SUPPRESS
+    rule = parser.add_argument_group("rule")
+    rule.add_argument("--rule", dest="rule", default=S, help="one learning rule")
+    rule.add_argument("--rules", default=None, help="comma-separated rules (default: all)")
+    rule.add_argument("--blocks", type=int, default=S, help="number of blocks K")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", required=True, help="model name")
+    shape = parser.add_argument_group("input")
+    shape.add_argument(
+        "--input-shape", dest="input_shape", required=True, help="one input, e.g. 3x32x32"
+    )
+    shape.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
+    opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
+    opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
+    opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
+    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
+    opt.add_argument("--seed", type=int, default=S, help="default: 0")
+    opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
+    run = parser.add_argument_group("run")
+    _field_options({"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence"))
+    timing = parser.add_argument_group("measurement")
+    timing.add_argument(
+        "--steps", type=int, default=3, help="timed steps (default: 3; 0: memory only)"
+    )
+    timing.add_argument(
+        "--warmup", type=int, default=1, help="untimed steps before them (default: 1)"
+    )
+    timing.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each rule in a fresh process, so its peak RSS is its own (default: on CPU "
+        "with several rules)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", default=None, help="write the list of results here")
+    out.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def _version() -> str:
@@ -283,7 +369,114 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "compare": cmd_compare, "resume": cmd_resume}
+def cmd_measure(args: argparse.Namespace) -> int:
+    from locallearn.api import default_rules
+    from locallearn.measure.step import (
+        measure_configs,
+        measure_note,
+        measure_table,
+        parse_input_shape,
+    )
+
+    shape = parse_input_shape(args.input_shape)
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    cfg = config_from_mapping({k: v for k, v in vars(args).items() if k in names})
+    if args.rules is not None and "rule" in vars(args):
+        raise UsageError("give --rule R or --rules R1,R2,..., not both")
+    if args.rules is not None:
+        rules = [r for r in args.rules.split(",") if r]
+    elif "rule" in vars(args):
+        rules = [cfg.rule]
+    else:
+        rules = default_rules(cfg.model)
+
+    def on_result(results: list[dict[str, Any]]) -> None:
+        if not args.quiet:
+            from locallearn.report import format_bytes
+
+            r = results[-1]
+            step = "-" if r["step_seconds"] is None else f"{r['step_seconds'] * 1000:.1f} ms"
+            print(
+                f"[{r['rule']}] act memory {format_bytes(r['act_bytes_peak'])}  step {step}",
+                file=sys.stderr,
+                flush=True,
+            )
+        _write_json(args.json, results)  # partial results survive a later rule's failure
+
+    results = measure_configs(
+        cfg,
+        rules,
+        shape,
+        args.classes,
+        steps=args.steps,
+        warmup=args.warmup,
+        isolate=args.isolate,
+        on_result=on_result,
+    )
+    print(measure_table(results))
+    print(measure_note(results))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from locallearn.errors import unknown_choice
+    from locallearn.studies import dsd_sweep as sweep
+
+    if args.study != "dsd":
+        raise unknown_choice("study", args.study, ["dsd"])
+    cfg = sweep.sweep_config(
+        args.full,
+        patches=args.patches and sweep.parse_ints(args.patches, "--patches"),
+        patch_dims=args.patch_dims and sweep.parse_ints(args.patch_dims, "--patch-dims"),
+        models=args.models and tuple(m for m in args.models.split(",") if m),
+        sigma=args.sigma,
+        seeds=args.seeds,
+        target=args.target,
+        n_max=args.n_max,
+    )
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-dsd-{_stamp()}"
+    result = sweep.run_sweep(cfg, None if args.quiet else sweep.stderr_log)
+    paths = sweep.write_results(result, out)
+    _write_json(args.json, result.to_json())
+    print(sweep.table(result))
+    if not args.quiet:
+        print(f"results in {paths['json'].parent} ({result.seconds:.0f}s)", file=sys.stderr)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from locallearn.probes.run import probe_run, probe_text
+
+    if args.max_train < 10:
+        raise UsageError(f"--max-train must be at least 10, got {args.max_train}")
+    reports = []
+    for run_dir in args.run_dirs:
+        if not args.quiet:
+            print(f"probing {run_dir} ...", file=sys.stderr, flush=True)
+        report = probe_run(run_dir, device=args.device, max_train=args.max_train)
+        reports.append(report)
+        print(probe_text(report) + "\n")
+        if not args.quiet:
+            print(f"wrote {Path(run_dir) / 'probe.json'} and plots", file=sys.stderr)
+    _write_json(args.json, reports)
+    if args.plot:
+        from locallearn.probes.plot import plot_probe_comparison
+
+        plot_probe_comparison(reports, args.plot)
+        if not args.quiet:
+            print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "train": cmd_train,
+    "compare": cmd_compare,
+    "resume": cmd_resume,
+    "measure": cmd_measure,
+    "sweep": cmd_sweep,
+    "probe": cmd_probe,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

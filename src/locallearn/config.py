@@ -63,11 +63,34 @@ class RunConfig:
     pyramid: float | None = _opt("rule", "AugLocal: pyramidal depth coefficient c")
     host: str | None = _opt("rule", "MAN: the local rule it plugs into, greedy|infopro")
     ema_momentum: float | None = _opt("rule", "MAN: EMA momentum m")
+    recon_weight: list[float] | None = _opt(
+        "rule", "InfoPro: reconstruction weight lambda1 at block 1 and block K-1, e.g. 5,0"
+    )
+    task_weight: list[float] | None = _opt(
+        "rule", "InfoPro: task-loss weight lambda2 at block 1 and block K-1, e.g. 0,2"
+    )
+    task_loss: str | None = _opt("rule", "InfoPro: local task loss, ce|contrast (SupCon)")
     # rules: drtp, tpsgd, ff, fa, dfa
     local_loss: str | None = _opt("rule", "tpSGD: local loss against the target, mse|l1|ce")
     ff_readout: str | None = _opt("rule", "Forward-Forward prediction: sweep|linear")
     ff_schedule: str | None = _opt("rule", "Forward-Forward layers: simultaneous|greedy")
     # datasets (options of one dataset entry; see data_options)
+    # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
+    patches: int | None = _opt("data", "DSD: number of patches k (default 4)")
+    patch_dim: int | None = _opt("data", "DSD: patch dimension d (default 16)")
+    sigma: float | None = _opt("data", "DSD: noise standard deviation (default 0.5)")
+    train_size: int | None = _opt("data", "dsd/shortcut: training samples to generate")
+    data_seed: int | None = _opt("data", "dsd/shortcut: seed of the generated data (default 0)")
+    core_predictivity: float | None = _opt(
+        "data", "shortcut: P(core feature agrees with the label) (default 0.9)"
+    )
+    shortcut_predictivity: float | None = _opt(
+        "data", "shortcut: P(shortcut feature agrees with the label) (default 0.8)"
+    )
+    core_amplification: float | None = _opt("data", "shortcut: scale of the core feature")
+    shortcut_amplification: float | None = _opt("data", "shortcut: scale of the shortcut feature")
+    core_nesting: int | None = _opt("data", "shortcut: tanh layers nesting the core feature")
+    shortcut_nesting: int | None = _opt("data", "shortcut: tanh layers nesting the shortcut")
     # -- options of every run ------------------------------------------------------------------
     as_sequence: bool = _opt(
         "run", "feed inputs as sequences: (length, features); images row by row", False
@@ -119,6 +142,17 @@ def _check_type(key: str, value: Any) -> Any:
         ):
             raise UsageError(f"{key} must be a list of integers, got {value!r}")
         return value
+    if kind.startswith("list[float]"):
+        if isinstance(value, str):
+            try:
+                value = [float(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise UsageError(f"{key} must be a comma-separated list of numbers, got {value!r}")
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            raise UsageError(f"{key} must be a list of numbers, got {value!r}")
+        return [float(v) for v in value]
     if kind.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise UsageError(f"{key} must be an integer, got {value!r}")

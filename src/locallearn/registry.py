@@ -29,7 +29,8 @@ class Entry(Generic[T]):
     @property
     def flags(self) -> str:
         """The options as command-line flags, for listings and messages."""
-        return ", ".join(f"--{o}" for o in sorted(self.options)) or "no options"
+        # Option names are RunConfig fields (ema_momentum); their flags use dashes.
+        return ", ".join(f"--{o.replace('_', '-')}" for o in sorted(self.options)) or "no options"
 
     def given(self, options: dict[str, Any], kind: str) -> dict[str, Any]:
         """The options the caller set (not None). One this entry does not take is an error,
@@ -38,7 +39,8 @@ class Entry(Generic[T]):
         for key in given:
             if key not in self.options:
                 raise UsageError(
-                    f"--{key} does not apply to {kind} {self.name!r} (it takes {self.flags})"
+                    f"--{key.replace('_', '-')} does not apply to {kind} {self.name!r} "
+                    f"(it takes {self.flags})"
                 )
         return given
 

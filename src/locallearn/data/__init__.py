@@ -11,7 +11,16 @@ from typing import Any
 
 import torch
 
-from locallearn.data import bundled, cifar, idx, mnist1d  # noqa: F401  (registers entries)
+from locallearn.data import (  # noqa: F401  (registers entries)
+    bundled,
+    cifar,
+    dsd,
+    idx,
+    mnist1d,
+    shortcut,
+    stl10,
+    svhn,
+)
 from locallearn.data.base import DATASETS, Dataset
 from locallearn.data.files import resolve_data_dir
 from locallearn.data.subset import limit_train

@@ -125,7 +125,12 @@ class Run:
                 cfg.model, self.data.input_shape, self.data.classes, **cfg.model_options()
             )
         self.rule: Rule = build_rule(
-            cfg.rule, network, self.data.input_shape, self.data.classes, **cfg.rule_options()
+            cfg.rule,
+            network,
+            self.data.input_shape,
+            self.data.classes,
+            input_stats=(self.data.mean, self.data.std),
+            **cfg.rule_options(),
         )
         self.rule.to(self.device)
         if cfg.channels_last:

@@ -31,6 +31,7 @@ def build_model(
         raise UsageError(
             f"model {entry.name!r} takes inputs of rank {' or '.join(map(str, ranks))} "
             f"(channels first, no batch), got shape {'x'.join(map(str, input_shape))}"
+            + (f"; {entry.meta['input_hint']}" if entry.meta.get("input_hint") else "")
         )
     for key, value in given.items():
         if isinstance(value, int) and value < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -15,12 +16,20 @@ def build_rule(
     network: nn.Sequential,
     input_shape: tuple[int, ...],
     classes: int,
+    *,
+    input_stats: tuple[Sequence[float], Sequence[float]] | None = None,
     **options: Any,
 ) -> Rule:
     """Build rule ``name`` over ``network``. Options left at ``None`` keep the rule's
-    defaults; an option the rule does not take is a UsageError."""
+    defaults; an option the rule does not take is a UsageError.
+
+    ``input_stats`` = the dataset's per-channel (mean, std), handed to rules registered with
+    ``input_stats=True`` (a reconstruction loss needs the raw input); others ignore it.
+    """
     entry = RULES.get(name)
     given = entry.given(options, "rule")
+    if entry.meta.get("input_stats") and input_stats is not None:
+        given["input_stats"] = input_stats
     return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
 
 
@@ -28,10 +37,16 @@ def rule_applies(rule: str, model: str) -> bool:
     """Whether rule ``rule`` can train registered model ``model``.
 
     A rule's ``families`` meta lists the model families it suits (None: every family); a
-    model's ``family`` meta is one of dense, conv, recurrent, local, ...
+    model's ``family`` meta is one of dense, conv, recurrent, local, ... A rule's ``ranks``
+    meta, where set, must share an input rank with the model's ``ranks``.
     """
-    families = RULES.get(rule).meta.get("families")
-    return families is None or MODELS.get(model).meta.get("family") in families
+    meta, model_meta = RULES.get(rule).meta, MODELS.get(model).meta
+    families = meta.get("families")
+    if families is not None and model_meta.get("family") not in families:
+        return False
+    # A rule's ``ranks`` meta: the input ranks it handles (InfoPro reconstructs images).
+    ranks, model_ranks = meta.get("ranks"), model_meta.get("ranks")
+    return ranks is None or model_ranks is None or bool(set(ranks) & set(model_ranks))
 
 
 def rule_infos() -> list[dict[str, str]]:
