@@ -53,8 +53,10 @@ def test_compare_gives_every_rule_the_same_initial_weights():
 
 def test_compare_by_name_defaults_to_every_rule():
     rows = locallearn.compare(data="mnist1d", train_limit=200, epochs=1)
-    assert [r["rule"] for r in rows] == ["bp", "greedy"]
-    assert rows[1]["blocks"] == 3  # greedy's default K
+    applicable = locallearn.api.default_rules("cnn1d")  # every rule for the default model
+    assert [r["rule"] for r in rows] == applicable and applicable[:1] == ["bp"]
+    assert {"greedy", "drtp", "tpsgd"} <= set(applicable)
+    assert next(r for r in rows if r["rule"] == "greedy")["blocks"] == 3  # greedy's default K
 
 
 def test_api_errors():

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from locallearn.cli import main
+from locallearn.rules import RULES
 
 SMALL = ["--data", "mnist1d", "--train-limit", "300", "--epochs", "2", "--quiet"]
 
@@ -32,7 +33,10 @@ def test_list_shows_every_registry(capsys):
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["train", "--rule", "nosuch"], "unknown rule 'nosuch'; valid choices: bp, "),
+        (
+            ["train", "--rule", "nosuch"],
+            "unknown rule 'nosuch'; valid choices: " + ", ".join(RULES.names()) + ".",
+        ),
         (["train", "--data", "nosuch"], "unknown dataset 'nosuch'"),
         (["train", "--model", "resnet"], "unknown model 'resnet'"),
         (["train", "--rule", "bp", "--blocks", "3"], "--blocks does not apply to rule 'bp'"),

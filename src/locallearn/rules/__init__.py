@@ -1,6 +1,17 @@
 """Rule registry: one file per learning rule."""
 
-from locallearn.rules import bp, greedy  # noqa: F401  (registration)
+from locallearn.rules import (  # noqa: F401  (registration)
+    auglocal,
+    bp,
+    dfa,
+    drtp,
+    fa,
+    ff,
+    greedy,
+    infopro,
+    man,
+    tpsgd,
+)
 from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss
 from locallearn.rules.build import build_rule, rule_applies, rule_infos
 

@@ -1,0 +1,55 @@
+"""Direct random target projection (DRTP).
+
+Frenkel, Lefebvre & Bol, "Learning without feedback: Fixed random learning signals allow for
+feedforward training of deep neural networks", Frontiers in Neuroscience 15 (2021).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from locallearn.rules.base import RULES
+from locallearn.rules.projection import LayerwiseRule, build_layerwise
+
+
+class DRTP(LayerwiseRule):
+    r"""Each layer is its own block. Hidden layer :math:`k` with pre-activation
+    :math:`z_k = W_k h_{k-1}` and output :math:`h_k = f(z_k)` takes as the gradient of its
+    output the fixed random projection of the one-hot label,
+
+    .. math:: \delta z_k = (B_k^\top y^*) \odot f'(z_k), \qquad
+              \Delta W_k = -\eta\, \delta z_k\, h_{k-1}^\top
+
+    (Sec. 2 of the Frontiers version; the reference code's ``HookFunction`` in
+    ``function.py``). :math:`B_k` has shape (classes, units), or
+    (classes, C, H, W) for a conv layer, and is applied to the activation *before* pooling;
+    it is fixed and He-uniform, as in the reference code. The sign follows the reference: the
+    estimated output gradient is :math:`y^{*\top} B_k`, descended like any gradient. Here
+    that gradient is the one of the pseudo-loss :math:`\frac1N\sum_n \langle h_{k,n},
+    B_k^\top y^*_n\rangle` (mean over the batch; the reference sums, which only rescales
+    the SGD learning rate). The output layer learns its own loss: sigmoid outputs with
+    binary cross-entropy against the one-hot label (the reference's setting).
+
+    No error travels from the output: every layer updates from its input, its own
+    derivative and the label, so no graph spans two layers. With ReLU a hidden layer saves
+    only its input, the label indices and a 1-byte mask :math:`z_k > 0`.
+
+    Departures: the models keep their own activations (the reference settings are tanh
+    hidden layers, Nesterov momentum, lr 1e-4, batch 100; ReLU, tanh and sigmoid are all
+    supported here) and the run's optimizer (``--optimizer``/``--lr``). With ReLU the
+    pseudo-loss is unbounded below (a unit grows without limit where its B entry is
+    negative), which tanh's saturation prevents in the paper's networks.
+    """
+
+
+@RULES.register(
+    "drtp",
+    description="direct random target projection: each layer learns from B_k^T y* (no feedback)",
+    options=(),
+    layerwise=True,
+    paper="Frenkel, Lefebvre & Bol, Frontiers in Neuroscience 2021",
+    families=("dense", "conv"),
+)
+def build_drtp(network: nn.Sequential, *, input_shape: tuple[int, ...], classes: int) -> DRTP:
+    rule = build_layerwise(DRTP, network, input_shape, classes, "drtp", "bce")
+    return rule  # type: ignore[return-value]

@@ -1,0 +1,202 @@
+"""DRTP and the shared projection machinery (rules/projection.py)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import locallearn
+from locallearn.data import Dataset
+from locallearn.engine.loop import train_step
+from locallearn.errors import UsageError
+from locallearn.models import build_model
+from locallearn.rules import build_rule
+from locallearn.rules.projection import (
+    LocalLayer,
+    LocalTarget,
+    fixed_projection,
+    local_value,
+    split_layers,
+)
+
+
+def fake_mnist(n_train: int = 100, n_test: int = 100) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_test, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
+    return Dataset("fake-mnist", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10)
+
+
+def test_fixed_projection_is_he_uniform():
+    torch.manual_seed(0)
+    b = fixed_projection(10, (1000,))
+    assert b.shape == (10, 1000)
+    bound = math.sqrt(6 / 1000)
+    assert b.abs().max() <= bound and b.abs().max() > 0.95 * bound
+    conv = fixed_projection(10, (8, 5, 5))
+    assert conv.shape == (10, 8, 5, 5) and conv.abs().max() <= math.sqrt(6 / 200)
+
+
+def test_split_layers_puts_pooling_after_the_signal():
+    net = build_model("cnn", (1, 8, 8), 10, width=4, depth=2)
+    layers, owners = split_layers(net)
+    kinds = [[type(m).__name__ for m in layer] for layer in layers]
+    # The signal of layer 2 is applied after its ReLU, before the max-pool, which opens the
+    # output layer (Frenkel et al. 2021, conv blocks: conv, activation, signal, pool).
+    assert kinds == [
+        ["Conv2d", "BatchNorm2d", "ReLU"],
+        ["Conv2d", "BatchNorm2d", "ReLU"],
+        ["MaxPool2d", "AdaptiveAvgPool2d", "Flatten", "Linear"],
+    ]
+    assert owners == [0, 1, 2]
+    mlp_layers, _ = split_layers(build_model("mlp", (1, 40), 10, depth=2))
+    assert [[type(m).__name__ for m in layer] for layer in mlp_layers] == [
+        ["Flatten", "Linear", "ReLU"],
+        ["Linear", "ReLU"],
+        ["Linear"],
+    ]
+
+
+def test_drtp_stages_and_projection_shapes():
+    torch.manual_seed(0)
+    rule = build_rule("drtp", build_model("cnn1d", (1, 40), 10), (1, 40), 10)
+    shapes = [tuple(s.signal.projection.shape) for s in rule.stages[:-1]]
+    assert shapes == [(10, 25, 19), (10, 25, 10), (10, 25, 5)]  # (classes, C, L) before pooling
+    assert rule.blocks == 4 and all(s.block.compact for s in rule.stages[:-1])
+    with pytest.raises(UsageError, match="--blocks does not apply to rule 'drtp'"):
+        build_rule("drtp", build_model("mlp", (1, 40), 10), (1, 40), 10, blocks=2)
+    with pytest.raises(UsageError, match="at least one hidden layer"):
+        single = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(40, 10)))
+        build_rule("drtp", single, (1, 40), 10)
+
+
+def _layer_grads(layer, kind, x, y, proj, compact):
+    target = LocalTarget(kind, proj)
+    block = LocalLayer(layer, target)
+    if not compact:
+        block.affine = None  # force the plain-autograd path
+    target.labels = y
+    block.zero_grad()
+    block(x)
+    target(None, y).backward()
+    return [p.grad.clone() for p in block.parameters()]
+
+
+@pytest.mark.parametrize("kind", ["drtp", "mse", "l1", "ce"])
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.ReLU()), (1, 12)),
+        (lambda: nn.Sequential(nn.Linear(12, 7), nn.Tanh()), (12,)),
+        (lambda: nn.Sequential(nn.Conv1d(2, 3, 3, stride=2, padding=1), nn.ReLU()), (2, 9)),
+        (
+            lambda: nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(2, 3, 3, padding=1), nn.Sigmoid()),
+            (2, 6, 6),
+        ),
+    ],
+)
+def test_compact_update_equals_autograd_of_the_local_loss(kind, make, shape):
+    torch.manual_seed(0)
+    layer = make()
+    x, y = torch.randn(5, *shape), torch.tensor([0, 3, 3, 1, 2])
+    with torch.no_grad():
+        out = layer(x)
+    proj = fixed_projection(4, tuple(out.shape[1:]))
+    fast = _layer_grads(layer, kind, x, y, proj, compact=True)
+    slow = _layer_grads(layer, kind, x, y, proj, compact=False)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b)
+
+
+def test_drtp_update_by_hand():
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
+    b = torch.tensor([[1.0, -2.0], [0.5, 3.0]])  # (classes, units)
+    grads = _layer_grads(nn.Sequential(lin, nn.ReLU()), "drtp", x, y, b, compact=True)
+    z = x @ lin.weight.T + lin.bias
+    delta = b[y] * (z > 0) / 4  # (B^T y*) * f'(z), mean over the batch
+    torch.testing.assert_close(grads[0], delta.T @ x)
+    torch.testing.assert_close(grads[1], delta.sum(0))
+    assert local_value("drtp", torch.ones(4, 2), y, b).item() == pytest.approx(
+        (b[y].sum() / 4).item()
+    )
+
+
+def test_drtp_output_layer_learns_bce_on_sigmoid():
+    rule = build_rule("drtp", build_model("mlp", (1, 40), 10), (1, 40), 10)
+    h, y = torch.randn(3, 10), torch.tensor([1, 2, 3])
+    expected = F.binary_cross_entropy(torch.sigmoid(h), F.one_hot(y, 10).float())
+    torch.testing.assert_close(rule.stages[-1].signal(h, y), expected)
+
+
+def graph_leaves(loss: torch.Tensor) -> set[int]:
+    """ids of the tensors (weights) a loss's autograd graph can reach."""
+    seen, leaves, todo = set(), set(), [loss.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):
+            leaves.add(id(fn.variable))
+        todo.extend(f for f, _ in fn.next_functions)
+    return leaves
+
+
+class Recording(nn.Module):
+    """Wraps a stage's signal during a real train_step; records what each loss reaches."""
+
+    def __init__(self, inner, log, index):
+        super().__init__()
+        self.inner, self.log, self.index = inner, log, index
+
+    def forward(self, h, y):
+        loss = self.inner(h, y)
+        self.log.append((self.index, graph_leaves(loss)))
+        return loss
+
+
+@pytest.mark.parametrize("rule_name", ["drtp", "tpsgd"])
+@pytest.mark.parametrize("model,shape", [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("cnn", (1, 8, 8))])
+def test_no_graph_spans_two_layers(rule_name, model, shape):
+    torch.manual_seed(0)
+    rule = build_rule(rule_name, build_model(model, shape, 10), shape, 10)
+    log = []
+    for i, stage in enumerate(rule.stages):
+        stage.signal = Recording(stage.signal, log, i)
+    opts = [torch.optim.SGD(rule.stage_parameters(i), lr=0.1) for i in range(rule.blocks)]
+    train_step(rule, opts, torch.randn(6, *shape), torch.randint(0, 10, (6,)))
+    assert [i for i, _ in log] == list(range(rule.blocks))
+    for i, leaves in log:
+        own = {id(p) for p in rule.stage_parameters(i)}
+        assert leaves == own, f"stage {i}: its loss reaches weights of another layer"
+
+
+def test_drtp_memory_is_input_plus_mask_and_below_0_4_bp():
+    # 3x1000 MLP, batch 100, MNIST-sized input (784). BP saves the flattened input and the
+    # three ReLU outputs (each also the next linear's input): 313,600 + 3 x 400,000, plus
+    # the log-softmax (4,000), the labels (800) and a 4-byte scalar (the total weight) of the
+    # cross-entropy.
+    data = fake_mnist()
+    kw = dict(model="mlp", data=data, depth=3, width=1000, epochs=1, batch_size=100)
+    bp = locallearn.train(rule="bp", **kw)
+    assert bp["act_bytes_peak"] == 313_600 + 3 * 400_000 + 4_000 + 800 + 4
+    drtp = locallearn.train(rule="drtp", **kw)
+    # hidden layer: its input (float) + bool mask z > 0 (100 x 1000 bytes) + labels (800);
+    # output layer: its input + the logits and one-hot target of BCE (4,000 each).
+    assert drtp["block_act_bytes"] == [
+        313_600 + 100_000 + 800,
+        400_000 + 100_000 + 800,
+        400_000 + 100_000 + 800,
+        400_000 + 4_000 + 4_000,
+    ]
+    assert drtp["act_bytes_peak"] <= 0.4 * bp["act_bytes_peak"]
+
+
+def test_compound_units_are_refused():
+    net = build_model("resnet20", (3, 32, 32), 10, width=4)
+    with pytest.raises(UsageError, match="plain layer stacks.*compound unit 'BasicBlock'"):
+        build_rule("drtp", net, (3, 32, 32), 10)
