@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/locallearn compare --json compare.json --plot compare.png
+	$(BIN)/locallearn compare --rules bp,greedy --json compare.json --plot compare.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
