@@ -212,3 +212,22 @@ def test_other_conv_models(model, shape):
         assert torch.isfinite(stage.signal(h, y))
     if model == "cnn":  # the trailing classifier unit is never sampled
         assert max(i for picks in rule.aux_indices for i in picks) == len(net) - 2
+
+
+def test_issue_command_runs_on_cifar10_files(tmp_path, capsys):
+    """The issue's `train --rule auglocal --model resnet32 --blocks 16 --aux-depth 3
+    --pyramid 0.5` on CIFAR-10 read from files in the python-batch format (generated)."""
+    import json
+
+    from locallearn.cli import main
+    from test_data import make_cifar
+
+    make_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=4)
+    argv = ["train", "--rule", "auglocal", "--model", "resnet32", "--data", "cifar10"]
+    argv += ["--data-dir", str(tmp_path / "data"), "--blocks", "16", "--aux-depth", "3"]
+    argv += ["--pyramid", "0.5", "--epochs", "1", "--batch-size", "10", "--augment"]
+    argv += ["--out", str(tmp_path / "run"), "--json", str(tmp_path / "s.json"), "--quiet"]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["blocks"] == 16 and summary["data"] == "cifar10"
+    assert summary["train_size"] == 20 and summary["act_bytes_peak"] > 0
