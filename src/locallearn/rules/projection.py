@@ -125,14 +125,16 @@ def _per_step(a: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
 def local_value(kind: str, a: torch.Tensor, y: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
     """The local loss of output ``a`` against t = B[y] (differentiable in ``a``).
 
-    drtp: sum(a * t) / N, whose gradient is the DRTP signal B^T y* per sample;
+    drtp: sum(a * t), summed over the batch as in the reference code (its hook hands each
+    sample the gradient y*^T B, and the batch's weight gradient is their sum), whose gradient
+    is the DRTP signal B^T y* per sample;
     mse: mean (a - t)^2;  l1: mean |a - t|;
     ce: mean over samples (and steps) of the cross-entropy between softmax(t) and softmax(a)
     over the layer's units.
     """
     t = _target(proj, y, a)
     if kind == "drtp":
-        return (a * t).sum() / a.shape[0]
+        return (a * t).sum()
     if kind == "mse":
         return (a - t).pow(2).mean()
     if kind == "l1":
@@ -147,7 +149,7 @@ def local_grad(kind: str, a: torch.Tensor, y: torch.Tensor, proj: torch.Tensor) 
     """d local_value / d a, in closed form (checked against autograd in the tests)."""
     t = _target(proj, y, a)
     if kind == "drtp":
-        return t.expand_as(a) / a.shape[0]
+        return t.expand_as(a).clone()
     if kind == "mse":
         return 2 * (a - t) / a.numel()
     if kind == "l1":
@@ -238,8 +240,8 @@ class _CompactLocal(torch.autograd.Function):
         layer = ctx.layer
         weight = layer.affine.weight
         bias = layer.affine.bias
-        if mask:  # DRTP with ReLU: B[y] / N where z > 0, from the labels and the mask alone
-            g = _target(proj, y, mask[0]) / x.shape[0] * mask[0]
+        if mask:  # DRTP with ReLU: B[y] where z > 0, from the labels and the mask alone
+            g = _target(proj, y, mask[0]) * mask[0]
         else:
             z = _affine(layer.affine, x, weight, bias)
             a, deriv = _activate(layer.act, z)
