@@ -199,7 +199,7 @@ def markdown(
             + ", ".join(f"{label} {x:.2f}x" for label, x in ratios)
             + f" BP's act_bytes_peak. Every local rule at most 0.5x BP: **{verdict}**. "
             f"Its rows ({', '.join(sorted(r['key'] for r in seeded))}) are in the tables above; "
-            f"JSON: `{os.path.relpath(args.seed_from, ROOT)}`.",
+            f"JSON: `{os.path.relpath(seeded[0]['source'], ROOT)}`.",
             "",
         ]
     for key, why in failed.items():
