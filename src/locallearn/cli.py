@@ -59,15 +59,7 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
         default=S,
         help="train on a fixed stratified subset of N samples",
     )
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=S, help="epochs (default: 60)")
-    opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
-    opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
-    opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
-    opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
-    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
-    opt.add_argument("--seed", type=int, default=S, help="default: 0")
-    opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
+    _optimisation_options(parser, epochs=True)
     run = parser.add_argument_group("run")
     groups.update(data=data, run=run)
     _field_options(groups)
@@ -78,6 +70,20 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     if compare:
         out.add_argument("--plot", default=None, help="write the comparison figure here (.png)")
     out.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> None:
+    S = argparse.SUPPRESS
+    opt = parser.add_argument_group("optimisation")
+    if epochs:
+        opt.add_argument("--epochs", type=int, default=S, help="epochs (default: 60)")
+    opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
+    opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
+    opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
+    opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
+    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
+    opt.add_argument("--seed", type=int, default=S, help="default: 0")
+    opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
 
 
 _FLAG_TYPES = {"int": int, "float": float, "str": str}
@@ -181,14 +187,7 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
         "--input-shape", dest="input_shape", required=True, help="one input, e.g. 3x32x32"
     )
     shape.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
-    opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
-    opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
-    opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
-    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
-    opt.add_argument("--seed", type=int, default=S, help="default: 0")
-    opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
+    _optimisation_options(parser, epochs=False)
     run = parser.add_argument_group("run")
     _field_options({"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence"))
     timing = parser.add_argument_group("measurement")

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from locallearn.data.base import Dataset
+from locallearn.data.prepare import dataset_from_arrays
 
 PAD_MODES = ("constant", "reflect")
 
@@ -112,3 +114,11 @@ class CropFlip:
 def crop_flip_for(dataset: Dataset, padding: int, flip: bool) -> CropFlip:
     """The crop-and-flip augmentation of ``dataset``, padding with black pixels."""
     return CropFlip(padding, flip, black_fill(dataset.mean, dataset.std))
+
+
+def colour_images(name: str, *arrays: Any, padding: int, flip: bool, **options: Any) -> Dataset:
+    """A dataset of 8-bit colour images (x_train, y_train, x_test, y_test), normalised per
+    channel, with its crop-and-flip augmentation attached (used with --augment)."""
+    dataset = dataset_from_arrays(name, *arrays, scale=255.0, **options)
+    dataset.augment = crop_flip_for(dataset, padding=padding, flip=flip)
+    return dataset

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from locallearn.data.augment import crop_flip_for
+from locallearn.data.augment import colour_images
 from locallearn.data.base import DATASETS, Dataset
 from locallearn.data.files import corrupt_file, locate_files, resolve_data_dir
-from locallearn.data.prepare import dataset_from_arrays
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -89,17 +88,16 @@ def load_cifar10(data_dir: Path | None) -> Dataset:
     paths = locate_files(NAME, root, SUBDIRS, (*TRAIN_BATCHES, TEST_BATCH))
     train = [read_batch(paths[name]) for name in TRAIN_BATCHES]
     x_test, y_test = read_batch(paths[TEST_BATCH])
-    dataset = dataset_from_arrays(
+    return colour_images(
         NAME,
         np.concatenate([x for x, _ in train]),
         np.concatenate([y for _, y in train]),
         x_test,
         y_test,
-        scale=255.0,
         source=f"CIFAR-10 python batches in {paths[TEST_BATCH].parent}",
+        padding=4,
+        flip=True,
     )
-    dataset.augment = crop_flip_for(dataset, padding=4, flip=True)
-    return dataset
 
 
 @DATASETS.register(
@@ -141,18 +139,17 @@ def load_cifar100(data_dir: Path | None) -> Dataset:
     read_meta100(paths["meta"])
     x_train, y_train = read_batch(paths["train"], NAME100, b"fine_labels", CLASSES100)
     x_test, y_test = read_batch(paths["test"], NAME100, b"fine_labels", CLASSES100)
-    dataset = dataset_from_arrays(
+    return colour_images(
         NAME100,
         x_train,
         y_train,
         x_test,
         y_test,
-        scale=255.0,
         classes=CLASSES100,
         source=f"CIFAR-100 python files in {paths['test'].parent}",
+        padding=4,
+        flip=True,
     )
-    dataset.augment = crop_flip_for(dataset, padding=4, flip=True)
-    return dataset
 
 
 @DATASETS.register(

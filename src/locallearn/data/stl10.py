@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from locallearn.data.augment import crop_flip_for
+from locallearn.data.augment import colour_images
 from locallearn.data.base import DATASETS, Dataset
 from locallearn.data.files import corrupt_file, locate_files, resolve_data_dir
-from locallearn.data.prepare import dataset_from_arrays
 from locallearn.errors import UsageError
 
 NAME = "stl10"
@@ -73,17 +72,16 @@ def load_stl10(data_dir: Path | None) -> Dataset:
     paths = locate_files(NAME, root, SUBDIRS, FILES)
     x_train, y_train = _split(paths["train_X.bin"], paths["train_y.bin"])
     x_test, y_test = _split(paths["test_X.bin"], paths["test_y.bin"])
-    dataset = dataset_from_arrays(
+    return colour_images(
         NAME,
         x_train,
         y_train,
         x_test,
         y_test,
-        scale=255.0,
         source=f"STL-10 binary files in {paths['test_X.bin'].parent}",
+        padding=PADDING,
+        flip=True,
     )
-    dataset.augment = crop_flip_for(dataset, padding=PADDING, flip=True)
-    return dataset
 
 
 @DATASETS.register(

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from locallearn.data.augment import crop_flip_for
+from locallearn.data.augment import colour_images
 from locallearn.data.base import DATASETS, Dataset
 from locallearn.data.files import corrupt_file, locate_files, resolve_data_dir
-from locallearn.data.prepare import dataset_from_arrays
 
 NAME = "svhn"
 FILES = ("train_32x32.mat", "test_32x32.mat")
@@ -57,17 +56,16 @@ def load_svhn(data_dir: Path | None) -> Dataset:
     paths = locate_files(NAME, root, SUBDIRS, FILES)
     x_train, y_train = read_mat(paths["train_32x32.mat"])
     x_test, y_test = read_mat(paths["test_32x32.mat"])
-    dataset = dataset_from_arrays(
+    return colour_images(
         NAME,
         x_train,
         y_train,
         x_test,
         y_test,
-        scale=255.0,
         source=f"SVHN .mat files in {paths['test_32x32.mat'].parent}",
+        padding=PADDING,
+        flip=False,
     )
-    dataset.augment = crop_flip_for(dataset, padding=PADDING, flip=False)
-    return dataset
 
 
 @DATASETS.register(
