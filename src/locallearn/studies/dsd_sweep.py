@@ -29,11 +29,12 @@ test evaluation per epoch would cost more than the fit itself.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,20 @@ def smallest_reaching(
     return grid[hi]
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run with one intra-op thread: the networks are tiny, and on a shared machine
+    intra-op threads spend their time waiting for each other (measured: 10-20x slower with
+    2 threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@_one_thread()
 def train_seeds(
     model_name: str,
     x: torch.Tensor,
@@ -150,27 +165,6 @@ def train_seeds(
     exactly the full-batch Adam trajectory it would follow alone. Training stops at ``steps``
     or when the summed training loss has not improved by 0.1% in 50 steps.
     """
-    # One thread: the networks are tiny, and on a shared machine intra-op threads spend
-    # their time waiting for each other (measured: 10-20x slower with 2 threads under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train_seeds(model_name, x, y, x_test, y_test, width=width, steps=steps, lr=lr)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_seeds(
-    model_name: str,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    x_test: torch.Tensor,
-    y_test: torch.Tensor,
-    *,
-    width: int,
-    steps: int,
-    lr: float,
-) -> list[float]:
     seeds, n = y.shape
     nets = []
     for seed in range(seeds):
