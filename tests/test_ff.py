@@ -52,31 +52,66 @@ def test_fused_goodness_layer_matches_the_plain_formula():
     x = torch.randn(6, 5, dtype=torch.double, requires_grad=True)
     w = torch.randn(4, 5, dtype=torch.double, requires_grad=True)
     b = torch.randn(4, dtype=torch.double, requires_grad=True)
-    sign = torch.tensor([1, 1, 1, -1, -1, -1], dtype=torch.double)
-    loss, h = _GoodnessLayer.apply(x, w, b, sign, 3.0)
-    got = torch.autograd.grad(loss, [x, w, b])
-    ref_h = torch.relu(x @ w.t() + b)
-    ref = F.softplus(sign * (3.0 - ref_h.pow(2).sum(dim=1))).mean()
+    c, d = torch.randn(6, dtype=torch.double), torch.randn(4, dtype=torch.double)
+    goodness, activity, h = _GoodnessLayer.apply(x, w, b)
+    got = torch.autograd.grad((c * goodness).sum() + (d * activity).sum(), [x, w, b])
+    z = x @ w.t() + b
+    ref_h = torch.relu(z)
+    through = z + (ref_h - z).detach()  # relu's value, identity's gradient
+    ref = (c * ref_h.pow(2).sum(1)).sum() + (d * through.mean(0)).sum()
     want = torch.autograd.grad(ref, [x, w, b])
-    assert torch.allclose(loss, ref) and torch.allclose(h, ref_h)
+    assert torch.allclose(h, ref_h) and not h.requires_grad
+    assert torch.allclose(goodness, ref_h.pow(2).sum(1))
+    assert torch.allclose(activity, ref_h.mean(0))
     for g, r in zip(got, want):
         torch.testing.assert_close(g, r)
+    # Without the activity term, a unit that is off gets no gradient (plain relu).
+    goodness, _, _ = _GoodnessLayer.apply(x, w, b)
+    only_goodness = torch.autograd.grad((c * goodness).sum(), [w])[0]
+    plain = torch.autograd.grad((c * torch.relu(x @ w.t() + b).pow(2).sum(1)).sum(), [w])[0]
+    torch.testing.assert_close(only_goodness, plain)
 
 
-def test_fused_layer_saves_only_its_input_and_two_numbers_per_row():
+def test_fused_layer_saves_only_its_input():
     torch.manual_seed(0)
     layer = torch.nn.Linear(30, 20)
     x = torch.randn(8, 30)
-    sign = torch.ones(8)
-    meter = SavedTensorMeter(exclude=[*layer.parameters(), sign])
+    meter = SavedTensorMeter(exclude=[*layer.parameters()])
     with meter:
-        loss, _ = _GoodnessLayer.apply(x, layer.weight, layer.bias, sign, 20.0)
-        assert meter.current == 8 * 30 * 4 + 8 * 4  # input + goodness (sign excluded here)
-        loss.backward()
+        goodness, activity, _ = _GoodnessLayer.apply(x, layer.weight, layer.bias)
+        assert meter.current == 8 * 30 * 4
+        (goodness.sum() + activity.sum()).backward()
     assert meter.current == 0
 
 
-def test_ff_memory_on_the_3x1000_mlp_is_two_batches_of_one_layer_input():
+def test_chunked_step_equals_one_loss_over_positives_and_negatives():
+    """The two-part step (positives, then negatives) gives the gradient of the paper's loss
+    over all 2B rows, plus peer normalisation on the positives."""
+    torch.manual_seed(0)
+    net = build_model("mlp", (1, 40), 10, width=12, depth=2)
+    r = build_rule("ff", net, (1, 40), 10, ff_peer_norm=0.5)
+    r.train(True)
+    x, y = torch.randn(6, 1, 40), torch.randint(0, 10, (6,))
+    torch.manual_seed(1)
+    h, target = r.begin_step(x, y)
+    layer = r.layers[0]
+    w = layer.linear.weight.detach().clone().requires_grad_(True)
+    b = layer.linear.bias.detach().clone().requires_grad_(True)
+    z = rms_normalise(h) @ w.t() + b
+    out = torch.relu(z)
+    sign = torch.tensor([1.0] * 6 + [-1.0] * 6)
+    paper = F.softplus(sign * (12 - out.pow(2).sum(1))).mean()
+    through = z[:6] + (out[:6] - z[:6]).detach()
+    running = 0.5 * 0.9 + 0.1 * through.mean(0)
+    want = torch.autograd.grad(paper + 0.5 * (running.mean() - running).pow(2).mean(), [w, b])
+    for part, part_target in r.chunks(0, h, target):
+        r.stages[0].signal(r.stages[0].block(part), part_target).backward()
+    torch.testing.assert_close(layer.linear.weight.grad, want[0])
+    torch.testing.assert_close(layer.linear.bias.grad, want[1])
+    torch.testing.assert_close(r.stages[0].signal.running_activity, running.detach())
+
+
+def test_ff_memory_on_the_3x1000_mlp_is_one_batch_of_one_layer_input():
     torch.manual_seed(0)
     x, y = torch.randn(100, 1, 28, 28), torch.randint(0, 10, (100,))
     bp = step_peak(build_rule("bp", build_model("mlp", (1, 28, 28), 10, width=1000, depth=3),
@@ -86,10 +121,21 @@ def test_ff_memory_on_the_3x1000_mlp_is_two_batches_of_one_layer_input():
     # BP: input 100x784 + three 100x1000 ReLU outputs (each also the next Linear's input)
     # + cross-entropy (log-softmax 100x10, int64 targets, 1 float).
     assert bp.peak == 100 * 784 * 4 + 3 * 100 * 1000 * 4 + 100 * 10 * 4 + 100 * 8 + 4
-    # FF, per layer: its normalised input for 100 positives + 100 negatives, plus the sign
-    # and the goodness of each row. Layer 1 sees the 784-value overlaid input.
-    assert ff.segments == [200 * 784 * 4 + 2 * 200 * 4] + [200 * 1000 * 4 + 2 * 200 * 4] * 2
-    assert ff.peak / bp.peak == pytest.approx(801_600 / 1_518_404)  # 0.528: above 0.4
+    # FF, per layer and part (100 positives, then 100 negatives): the layer's normalised
+    # input, the softplus argument of each row and, on positives, the peer term's
+    # (mean - running) deviation per unit.
+    assert (
+        ff.segments
+        == [100 * 784 * 4 + 100 * 4 + 1000 * 4] + [100 * 1000 * 4 + 100 * 4 + 1000 * 4] * 2
+    )
+    assert ff.peak / bp.peak == pytest.approx(404_400 / 1_518_404)  # 0.266
+    net = build_model("mlp", (1, 28, 28), 10, width=1000, depth=3)
+    linear = step_peak(build_rule("ff", net, (1, 28, 28), 10, ff_readout="linear"), x, y)
+    # The readout learns from half of the neutral features (50 x 2000) at a time; its labels
+    # are a view of the batch's 100 (int64), which the meter counts whole.
+    assert linear.segments[:3] == ff.segments
+    assert linear.segments[3] == 50 * 2000 * 4 + 50 * 10 * 4 + 100 * 8 + 4
+    assert linear.peak == ff.peak
 
 
 def graph_parameters(loss):
@@ -116,12 +162,16 @@ def test_no_graph_spans_two_layers(rule, options):
     x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
     h, target = r.begin_step(x, y)
     for k, stage in enumerate(r.stages):
-        h = stage.block(h.detach())  # as the loop does
-        loss = stage.signal(h, target)
-        own = {id(p) for p in r.stage_parameters(k)}
-        reached = graph_parameters(loss)
-        assert reached and reached <= own, f"stage {k}'s graph reaches another layer"
-        loss.backward()
+        outputs = []
+        for part, part_target in r.chunks(k, h, target):  # as the loop does
+            out = stage.block(part.detach())
+            loss = stage.signal(out, part_target)
+            own = {id(p) for p in r.stage_parameters(k)}
+            reached = graph_parameters(loss)
+            assert reached and reached <= own, f"stage {k}'s graph reaches another layer"
+            loss.backward()
+            outputs.append(out.detach())
+        h = torch.cat(outputs)
 
 
 def test_greedy_schedule_trains_layer_after_layer(digits_small):
@@ -174,7 +224,7 @@ def test_linear_readout_learns_on_digits(digits_small):
     s = locallearn.train(
         rule="ff", model="mlp", data=digits_small, epochs=6, ff_readout="linear", seed=0, width=32
     )
-    assert s["blocks"] == 3 and s["aux_params"] == 32 * 10 + 10  # readout on layer 2 only
+    assert s["blocks"] == 3 and s["aux_params"] == 32 * 10  # readout on layer 2 only, no bias
     assert s["test_acc"] > 0.5, s["test_acc_curve"]  # chance: 0.1
 
 

@@ -75,6 +75,7 @@ class RunConfig:
     local_loss: str | None = _opt("rule", "tpSGD: local loss against the target, mse|l1|ce")
     ff_readout: str | None = _opt("rule", "Forward-Forward prediction: sweep|linear")
     ff_schedule: str | None = _opt("rule", "Forward-Forward layers: simultaneous|greedy")
+    ff_peer_norm: float | None = _opt("rule", "Forward-Forward: peer normalisation weight")
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")

@@ -63,16 +63,21 @@ def train_step(
             if meter is not None:
                 meter.mark()
             continue
-        with autocast() if autocast is not None else nullcontext():
-            h = stage.block(h.detach())  # nothing upstream is reachable
-            loss = stage.signal(h, target)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # frees this block's graph
+        outputs, loss = [], torch.zeros((), device=h.device)
+        for part, part_target in rule.chunks(index, h, target):
+            with autocast() if autocast is not None else nullcontext():
+                out = stage.block(part.detach())  # nothing upstream is reachable
+                part_loss = stage.signal(out, part_target)
+            part_loss.backward()  # frees this part's graph before the next part runs
+            outputs.append(out)
+            loss = loss + part_loss.detach().float()
+        h = outputs[0] if len(outputs) == 1 else torch.cat([o.detach() for o in outputs])
         optimizer.step()
         rule.after_step(index)
         if meter is not None:
             meter.mark()
-        losses.append(loss.detach().float())
+        losses.append(loss)
     return losses
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,18 @@ class Rule:
         """Whether stage ``stage_index`` learns in this step; a resting stage only runs
         forward, without a graph (a layer-after-layer schedule)."""
         return True
+
+    def chunks(self, stage_index: int, h: torch.Tensor, target: Any) -> Iterable[tuple[Any, Any]]:
+        """The parts (input, targets) in which stage ``stage_index`` learns from this batch.
+
+        Each part runs forward and backward before the next one starts, and the stage takes
+        one optimizer step on the sum of the parts' gradients: the same step as one loss over
+        the whole batch when the signal scales each part's loss accordingly, with only one
+        part's graph alive at a time. The parts' outputs, concatenated, feed the next stage.
+        A generator may prepare each part only when the loop asks for it. Default: the whole
+        batch as one part.
+        """
+        return ((h, target),)
 
     def after_step(self, stage_index: int) -> None:
         """Called after the optimizer step of stage ``stage_index``."""
