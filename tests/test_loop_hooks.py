@@ -93,3 +93,50 @@ def test_as_sequence_turns_signals_and_images_into_steps(mnist1d_small, digits_s
 def test_dataset_options_are_checked_against_the_entry():
     with pytest.raises(UsageError, match="does not apply to dataset 'digits'"):
         locallearn.data.load_dataset("digits", k=3)
+
+
+class _Halves(Rule):
+    """One linear block on cross-entropy; with ``split`` it learns from each half of the
+    batch in turn, each half's mean loss weighted 1/2."""
+
+    def __init__(self, split: bool) -> None:
+        torch.manual_seed(0)
+        layer = nn.Linear(6, 3)
+        super().__init__(nn.Sequential(layer), [Stage(layer, _WeightedCE())], [])
+        self.split = split
+
+    def chunks(self, stage_index, h, target):
+        if not self.split:
+            return ((h, (target, 1.0)),)
+        half = h.shape[0] // 2  # copies: a saved view would be counted as the whole batch
+        return tuple(
+            (h[rows].clone(), (target[rows], 0.5)) for rows in (slice(0, half), slice(half, None))
+        )
+
+
+class _WeightedCE(TaskLoss):
+    def forward(self, h, target):
+        y, weight = target
+        return weight * nn.functional.cross_entropy(h, y)
+
+
+def test_chunked_stage_takes_the_whole_batch_step_holding_half_the_graph():
+    from locallearn.measure.memory import SavedTensorMeter
+
+    x, y = torch.randn(8, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    rules = {split: _Halves(split) for split in (False, True)}
+    peaks, losses = {}, {}
+    for split, rule in rules.items():
+        opt = torch.optim.SGD(rule.stage_parameters(0), lr=0.5)
+        meter = SavedTensorMeter(exclude=[*rule.network.parameters()])
+        with meter:
+            losses[split] = float(train_step(rule, [opt], x, y, meter)[0])
+        peaks[split] = meter.peak
+    whole, parts = rules[False].stages[0].block, rules[True].stages[0].block
+    torch.testing.assert_close(parts.weight, whole.weight)
+    torch.testing.assert_close(parts.bias, whole.bias)
+    assert losses[True] == pytest.approx(losses[False])
+    # The saved input and log-softmax of 4 rows instead of 8; the int64 targets (a view of
+    # all 8 when split) and the loss's 4-byte total weight.
+    assert peaks[False] == 8 * 6 * 4 + 8 * 3 * 4 + 8 * 8 + 4
+    assert peaks[True] == 4 * 6 * 4 + 4 * 3 * 4 + 8 * 8 + 4
