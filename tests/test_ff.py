@@ -215,6 +215,8 @@ def test_options_and_models_are_checked():
         build_rule("ff", net, (1, 40), 10, ff_readout="softmax")
     with pytest.raises(UsageError, match="unknown --ff-schedule"):
         build_rule("ff", net, (1, 40), 10, ff_schedule="layerwise")
+    with pytest.raises(UsageError, match="--ff-peer-norm must be a number >= 0.*got -1.0"):
+        build_rule("ff", net, (1, 40), 10, ff_peer_norm=-1.0)
     with pytest.raises(UsageError, match="--blocks does not apply"):
         build_rule("ff", net, (1, 40), 10, blocks=2)
     with pytest.raises(UsageError, match="needs a fully connected ReLU network"):
