@@ -249,3 +249,14 @@ def test_compound_units_are_refused():
     net = build_model("resnet20", (3, 32, 32), 10, width=4)
     with pytest.raises(UsageError, match="plain layer stacks.*compound unit 'BasicBlock'"):
         build_rule("drtp", net, (3, 32, 32), 10)
+
+
+@pytest.mark.parametrize("rule_name", ["drtp", "tpsgd"])
+def test_relu_hidden_units_draw_a_warning_tanh_does_not(rule_name):
+    import warnings
+
+    with pytest.warns(UserWarning, match="ReLU hidden units.*--activation tanh"):
+        build_rule(rule_name, build_model("mlp", (1, 40), 10), (1, 40), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_rule(rule_name, build_model("mlp", (1, 40), 10, activation="tanh"), (1, 40), 10)

@@ -26,6 +26,7 @@ the layer leaves its loss in ``LocalTarget.pending`` for the loop's ``signal(h, 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -389,6 +390,14 @@ def build_layerwise(
                 f"layers, e.g. mlp, cnn, cnn1d, gru); this model has a compound unit "
                 f"{type(main).__name__!r} whose inner layers it cannot reach"
             )
+    if any(isinstance(m, nn.ReLU) for layer in layers[:-1] for m in layer):
+        warnings.warn(
+            f"{rule_class.__name__} on ReLU hidden units: with a fixed label projection as the "
+            "signal, ReLU layers learn poorly (DRTP's pseudo-loss is unbounded, tpSGD's "
+            "negative targets are unreachable; README, 'DRTP and tpSGD'). The paper's "
+            "networks use tanh (--model mlp --activation tanh)",
+            stacklevel=3,
+        )
     stages, shape = [], tuple(input_shape)
     for k, layer in enumerate(layers):
         if k == len(layers) - 1:
