@@ -5,7 +5,9 @@ import torch
 
 import locallearn
 from locallearn.data import as_sequences
+from locallearn.engine.loop import train_step
 from locallearn.errors import UsageError
+from locallearn.measure.memory import SavedTensorMeter
 from locallearn.models import build_model
 from locallearn.rules import build_rule
 from locallearn.rules.projection import local_grad, local_value
@@ -90,3 +92,43 @@ def test_tpsgd_learns_on_a_tanh_mlp(digits_small):
     losses = s["train_loss_curve"]
     assert losses[-1] < 0.6 * losses[0], losses  # measured 0.104 -> 0.048
     assert s["test_acc"] > 0.7, s["test_acc_curve"]  # measured 0.87; chance 0.1
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_recurrent_layers_learn_step_by_step_with_the_whole_sequence_gradient(kind):
+    """The loop feeds a recurrent layer one step at a time (forward, backward, next step)
+    and steps once: the same gradient as the step-averaged loss over the sequence with the
+    state detached, holding one step's activations instead of all of them."""
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 12, 3), torch.randint(0, 10, (5,))
+    rules = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        net = build_model(kind, (12, 3), 10, width=6, depth=2)
+        rules.append(build_rule("tpsgd", net, (12, 3), 10))
+    streamed, whole = rules
+    # reference: each recurrent layer on the whole sequence (state detached), mean loss
+    h = x
+    for index in range(2):
+        layer = whole.stages[index].block.layer
+        a = layer(h)
+        proj = whole.targets[index].projection
+        local_value("mse", a, y, proj).backward()
+        h = a.detach()
+    opts = [torch.optim.SGD(streamed.stage_parameters(i), lr=0.0) for i in range(3)]
+    meter = SavedTensorMeter(exclude=[*streamed.network.parameters(), *streamed.network.buffers(),
+                                      *streamed.signal_modules().buffers()])  # fmt: skip
+    with meter:
+        train_step(streamed, opts, x, y, meter)
+    for index in range(2):
+        got = [p.grad for p in streamed.stages[index].block.parameters()]
+        want = [p.grad for p in whole.stages[index].block.parameters()]
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+        assert streamed.streams[index]._carry is None  # the stream is closed after the step
+    # one step of a 6-unit layer holds far less than 12 steps would
+    bp = build_rule("bp", build_model(kind, (12, 3), 10, width=6, depth=2), (12, 3), 10)
+    bp_meter = SavedTensorMeter(exclude=[*bp.network.parameters()])
+    with bp_meter:
+        train_step(bp, [torch.optim.SGD(bp.stage_parameters(0), lr=0.0)], x, y, bp_meter)
+    assert max(meter.segments[:2]) * 4 < min(bp_meter.segments)

@@ -72,7 +72,7 @@ def train_step(
             part_loss.backward()  # frees this part's graph before the next part runs
             outputs.append(out)
             loss = loss + part_loss.detach().float()
-        h = outputs[0] if len(outputs) == 1 else torch.cat([o.detach() for o in outputs])
+        h = rule.join(index, outputs)
         optimizer.step()
         rule.after_step(index)
         if meter is not None:

@@ -43,8 +43,22 @@ class Recurrent(nn.Module):
         self.kind = kind
         self.cell = CELLS[kind](features, hidden, batch_first=True)
         self.detach_state = False
+        self._streaming = False
+        self._carry: torch.Tensor | tuple[torch.Tensor, ...] | None = None
+
+    def begin_stream(self) -> None:
+        """From now on each call continues the sequence from the previous call's (detached)
+        state: a sequence fed a step at a time, each step's graph freed before the next."""
+        self._streaming, self._carry = True, None
+
+    def end_stream(self) -> None:
+        self._streaming, self._carry = False, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._streaming:
+            out, state = self.cell(x, self._carry)
+            self._carry = _detached(state)
+            return out
         if not (self.detach_state and torch.is_grad_enabled()):
             out, _ = self.cell(x)
             return out
@@ -61,7 +75,9 @@ class LastStep(nn.Module):
     """(N, L, H) -> (N, H): the state after the last step."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, -1]
+        # A copy, not a view: a layer that saves its input would otherwise keep the whole
+        # sequence's storage alive (what tpSGD's readout layer would then hold).
+        return x[:, -1].contiguous()
 
 
 def _build(

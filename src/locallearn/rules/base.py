@@ -91,6 +91,14 @@ class Rule:
         """
         return ((h, target),)
 
+    def join(self, stage_index: int, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The next stage's input from the outputs of stage ``stage_index``'s parts: one part
+        as it is, several concatenated along the batch (parts of rows, as ``chunks`` cuts by
+        default); a rule that cuts otherwise (time steps) joins accordingly."""
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat([o.detach() for o in outputs])
+
     def after_step(self, stage_index: int) -> None:
         """Called after the optimizer step of stage ``stage_index``."""
 

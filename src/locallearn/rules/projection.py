@@ -266,6 +266,9 @@ class LocalTarget(Signal):
         self.register_buffer("projection", projection)
         self.labels: torch.Tensor | None = None
         self.pending: torch.Tensor | None = None
+        # The fraction of the step's loss that the current part carries (one time step of
+        # a streamed sequence: 1 / steps); see TpSGD.chunks.
+        self.share = 1.0
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss, self.pending = self.pending, None
@@ -320,7 +323,7 @@ class LocalLayer(nn.Module):
         else:
             a = self.layer(x)
             loss = local_value(self.kind, a, y, proj)
-        target.pending = loss
+        target.pending = loss if target.share == 1.0 else loss * target.share
         return a
 
 

@@ -6,10 +6,15 @@ arXiv 2208.08503 (2022).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import torch
 from torch import nn
 
 from locallearn.errors import unknown_choice
-from locallearn.rules.base import RULES
+from locallearn.models.recurrent import Recurrent
+from locallearn.rules.base import RULES, Stage
 from locallearn.rules.projection import LOCAL_LOSSES, LayerwiseRule, build_layerwise
 
 
@@ -33,11 +38,45 @@ class TpSGD(LayerwiseRule):
     therefore reaches the weights only through :math:`h_t = \mathrm{cell}(x_t,
     \bar h_{t-1})` (one-step credit). The paper's exact per-step handling could not be
     read here (only its abstract was available): this is our choice, stated as such.
+    Since no step's gradient needs another step, a recurrent layer learns step by step
+    (``chunks``): step t runs forward and backward, then step t+1, and the layer takes one
+    optimizer step on the summed gradient, equal to that of the averaged loss, while
+    holding one step's activations instead of the whole sequence's.
 
     Memory: a plain layer saves its input and the label indices; the pre-activation is
     recomputed from the input in backward (one more matmul/conv per layer and step) rather
     than kept.
     """
+
+    def __init__(self, network: nn.Sequential, stages: list[Stage], cuts: list[int]) -> None:
+        super().__init__(network, stages, cuts)
+        self.streams: dict[int, Recurrent] = {}
+        for index, stage in enumerate(stages):
+            found = [m for m in stage.block.modules() if isinstance(m, Recurrent)]
+            if found and index in self.targets:
+                self.streams[index] = found[0]
+
+    def chunks(
+        self, stage_index: int, h: torch.Tensor, target: Any
+    ) -> Iterator[tuple[torch.Tensor, Any]]:
+        stream = self.streams.get(stage_index)
+        if stream is None:
+            yield h, target
+            return
+        local, steps = self.targets[stage_index], h.shape[1]
+        stream.begin_stream()
+        local.share = 1.0 / steps
+        try:
+            for t in range(steps):  # a copy: a saved view would hold the whole sequence
+                yield h[:, t : t + 1].clone(), target
+        finally:
+            stream.end_stream()
+            local.share = 1.0
+
+    def join(self, stage_index: int, outputs: list[torch.Tensor]) -> torch.Tensor:
+        if stage_index in self.streams:
+            return torch.cat([o.detach() for o in outputs], dim=1)
+        return super().join(stage_index, outputs)
 
 
 @RULES.register(
