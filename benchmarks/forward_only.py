@@ -105,7 +105,9 @@ def settings(args: argparse.Namespace) -> list[dict[str, Any]]:
         dict(
             name="MNIST, mlp 3x1000 tanh",
             opts=dict(mnist, activation="tanh"),
-            rules=[("bp", {}), ("drtp", {}), ("tpsgd", {})],
+            # tpSGD at lr 1e-3 loses accuracy after the first epoch (0.82 -> 0.66, seed 0);
+            # of 1e-3, 3e-4, 1e-4 (seed 0, 3 epochs) 1e-4 did best (0.856).
+            rules=[("bp", {}), ("drtp", {}), ("tpsgd", {"lr": 1e-4})],
         ),
     ]
 
@@ -144,7 +146,7 @@ def table(runs: list[dict[str, Any]], plan: list[dict[str, Any]]) -> list[str]:
     for setting in plan:
         mine = [r for r in runs if r["setting"] == setting["name"]]
         bp = [r["act_bytes_peak"] for r in mine if r["rule"] == "bp"]
-        for rule, _ in setting["rules"]:
+        for rule, extra in setting["rules"]:
             group = [r for r in mine if r["rule"] == rule]
             if not group:
                 continue
@@ -156,9 +158,10 @@ def table(runs: list[dict[str, Any]], plan: list[dict[str, Any]]) -> list[str]:
             secs, _ = mean_std([r["epoch_seconds"] for r in group])
             act = max(r["act_bytes_peak"] for r in group)
             ratio = f"{act / bp[0]:.2f}x" if bp else "-"
+            name = rule + (f" (lr {extra['lr']:g})" if "lr" in extra else "")
             lines.append(
-                f"| {setting['name']} | {rule} | {group[0]['epochs']} | {cell} | {len(group)} "
-                f"| {format_bytes(act)} | {ratio} | {secs:.1f} |"
+                f"| {setting['name']} | {name} | {group[0]['epochs']} | {cell} | {len(group)} "
+                f"| {format_bytes(act)} | {ratio} | {secs:.2f} |"
             )
     return lines
 
@@ -168,7 +171,8 @@ def write_section(args: argparse.Namespace, lines: list[str]) -> None:
     body = [
         "## Forward-only rules vs BP: MNIST, MNIST-1D (mlp, cnn1d), GRU sequence (issue 4)",
         "",
-        f"- command: `{command_line()}`",
+        f"- command: `{args.command or command_line()}`",
+        *([f"- {args.history}"] if args.history else []),
         f"- machine: {machine()}; date: {today()}",
         f"- budget: batch 100, seeds {args.seeds}. MNIST-1D: Adam lr 1e-2, "
         f"{args.mnist1d_epochs} epochs (GRU {args.gru_epochs}); FF there Adam lr 1e-3. MNIST "
@@ -198,6 +202,9 @@ def main() -> None:
     p.add_argument("--mnist-limit", type=int, default=None, help="MNIST training subset")
     p.add_argument("--only", default=None, help="run only settings whose name contains this")
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--render", action="store_true", help="only rewrite the section from the JSON")
+    p.add_argument("--command", default=None, help="the command line to show (with --render)")
+    p.add_argument("--history", default=None, help="a line on how the runs were made")
     p.add_argument("--resume", action="store_true", help="keep the finished runs")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -205,6 +212,9 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     if args.resume and RESULTS.exists():
         runs = json.loads(RESULTS.read_text())
+    if args.render:
+        write_section(args, table(runs, plan))
+        return
     done = {(r["setting"], r["rule"], r["seed"]) for r in runs}
     for setting in plan:
         if args.only and args.only not in setting["name"]:
