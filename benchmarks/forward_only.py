@@ -158,7 +158,12 @@ def table(runs: list[dict[str, Any]], plan: list[dict[str, Any]]) -> list[str]:
             secs, _ = mean_std([r["epoch_seconds"] for r in group])
             act = max(r["act_bytes_peak"] for r in group)
             ratio = f"{act / bp[0]:.2f}x" if bp else "-"
-            name = rule + (f" (lr {extra['lr']:g})" if "lr" in extra else "")
+            if "optimizer" in extra:  # FF on MNIST: the reimplementation's SGD recipe
+                name = f"{rule} ({extra['optimizer']})"
+            elif "lr" in extra:
+                name = f"{rule} (lr {extra['lr']:.0e})".replace("e-0", "e-")
+            else:
+                name = rule
             lines.append(
                 f"| {setting['name']} | {name} | {group[0]['epochs']} | {cell} | {len(group)} "
                 f"| {format_bytes(act)} | {ratio} | {secs:.2f} |"

@@ -140,3 +140,25 @@ def test_chunked_stage_takes_the_whole_batch_step_holding_half_the_graph():
     # all 8 when split) and the loss's 4-byte total weight.
     assert peaks[False] == 8 * 6 * 4 + 8 * 3 * 4 + 8 * 8 + 4
     assert peaks[True] == 4 * 6 * 4 + 4 * 3 * 4 + 8 * 8 + 4
+
+
+def test_lr_schedules_by_epoch_and_as_applied_by_a_run(digits_small):
+    from locallearn.engine.run import lr_factor
+
+    assert [lr_factor("constant", e, 4) for e in range(4)] == [1.0] * 4
+    assert [lr_factor("cooldown", e, 4) for e in range(4)] == [1.0, 1.0, 1.0, 0.5]
+    assert [lr_factor("cooldown", e, 10) for e in (4, 5, 6, 9)] == [1.0, 1.0, 0.8, 0.2]
+    assert [round(lr_factor("cosine", e, 4), 6) for e in range(4)] == [1.0, 0.853553, 0.5,
+                                                                       0.146447]  # fmt: skip
+    seen = []
+    cfg = config_from_mapping(
+        {"rule": "greedy", "model": "mlp", "data": "digits", "epochs": 4, "lr": 0.1,
+         "optimizer": "sgd", "lr_schedule": "cosine"}
+    )  # fmt: skip
+    run = Run(cfg, dataset=digits_small, on_epoch=lambda record, _: seen.append(
+        [g["lr"] for opt in run.optimizers for g in opt.param_groups]))  # fmt: skip
+    run.fit()
+    assert [round(lrs[0], 6) for lrs in seen] == [0.1, 0.085355, 0.05, 0.014645]
+    assert all(len(set(lrs)) == 1 for lrs in seen)  # every block's optimizer alike
+    with pytest.raises(UsageError, match="unknown --lr-schedule 'step'.*cooldown"):
+        Run(config_from_mapping({"lr_schedule": "step"}), dataset=digits_small)

@@ -27,10 +27,15 @@ def crash_after(epoch):
     return on_epoch
 
 
-# ff: its peer normalisation keeps running activities in signal buffers, which must resume too
+# ff: its peer normalisation keeps running activities in signal buffers, which must resume
+# too; and the lr schedule must pick up at the resumed epoch.
 @pytest.mark.parametrize(
     "rule,extra",
-    [("bp", {}), ("greedy", {"blocks": 3}), ("ff", {"model": "mlp", "ff_readout": "linear"})],
+    [
+        ("bp", {}),
+        ("greedy", {"blocks": 3}),
+        ("ff", {"model": "mlp", "ff_readout": "linear", "lr_schedule": "cooldown"}),
+    ],
 )
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, rule, extra):
     options = dict(rule=rule, model="cnn1d", data="mnist1d", train_limit=300, epochs=4)

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from locallearn.config import OPTIMIZERS, RunConfig, config_from_mapping, load_config_file
+from locallearn.config import (
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    RunConfig,
+    config_from_mapping,
+    load_config_file,
+)
 from locallearn.engine.run import EpochCallback
 from locallearn.errors import UsageError
 
@@ -82,6 +88,13 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
     opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
     opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
     opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
+    opt.add_argument(
+        "--lr-schedule",
+        dest="lr_schedule",
+        default=S,
+        help=f"{'|'.join(LR_SCHEDULES)}: lr per epoch; cooldown = constant for the first "
+        "half, then linear towards 0 (default: constant)",
+    )
     opt.add_argument("--seed", type=int, default=S, help="default: 0")
     opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
 

@@ -23,6 +23,7 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the backport of the same
     import tomli as tomllib
 
 OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "cooldown")
 DEVICES = ("cpu", "cuda")
 
 
@@ -42,6 +43,7 @@ class RunConfig:
     optimizer: str = "adam"
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # see engine.run.lr_factor
     seed: int = 0
     device: str = "cpu"
     data_dir: str | None = None
@@ -222,5 +224,7 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(f"--momentum must be in [0, 1), got {cfg.momentum}")
     if cfg.optimizer not in OPTIMIZERS:
         raise unknown_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise unknown_choice("--lr-schedule", cfg.lr_schedule, LR_SCHEDULES)
     if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
         raise unknown_choice("device", cfg.device, DEVICES)

@@ -8,6 +8,7 @@ global RNG state, so a resumed run on CPU ends with bit-identical weights.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -83,6 +84,20 @@ def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Op
     return torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
     )
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The multiple of ``--lr`` used in epoch ``epoch`` (0-based) of ``epochs``.
+
+    constant: 1. cosine: (1 + cos(pi * epoch / epochs)) / 2. cooldown: 1 for the first half,
+    then 2 * (epochs - epoch) / epochs, falling linearly to 2 / epochs in the last epoch (the
+    schedule of the Forward-Forward reimplementation; see METHODS.md).
+    """
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if schedule == "cooldown":
+        return min(1.0, 2.0 * (epochs - epoch) / epochs)
+    return 1.0
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -239,6 +254,9 @@ class Run:
                 self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
             )
             self.rule.begin_epoch(epoch, cfg.epochs)
+            for optimizer in self.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
             start = time.perf_counter()
             losses, samples = train_epoch(
                 self.rule,
