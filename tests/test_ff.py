@@ -13,6 +13,7 @@ from locallearn.measure.memory import SavedTensorMeter
 from locallearn.models import build_model
 from locallearn.rules import build_rule
 from locallearn.rules.ff import _GoodnessLayer, overlay, rms_normalise
+from test_drtp import graph_leaves
 
 
 def frozen(rule):
@@ -139,20 +140,6 @@ def test_ff_memory_on_the_3x1000_mlp_is_one_batch_of_one_layer_input():
     assert linear.peak == ff.peak
 
 
-def graph_parameters(loss):
-    """The leaf tensors a loss's autograd graph reaches."""
-    seen, found, todo = set(), set(), [loss.grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            found.add(id(fn.variable))
-        todo.extend(f for f, _ in fn.next_functions)
-    return found
-
-
 @pytest.mark.parametrize("rule,options", [("ff", {}), ("ff", {"ff_readout": "linear"}),
                                           ("dfa", {})])  # fmt: skip
 def test_no_graph_spans_two_layers(rule, options):
@@ -168,7 +155,7 @@ def test_no_graph_spans_two_layers(rule, options):
             out = stage.block(part.detach())
             loss = stage.signal(out, part_target)
             own = {id(p) for p in r.stage_parameters(k)}
-            reached = graph_parameters(loss)
+            reached = graph_leaves(loss)
             assert reached and reached <= own, f"stage {k}'s graph reaches another layer"
             loss.backward()
             outputs.append(out.detach())
