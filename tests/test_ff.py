@@ -185,11 +185,14 @@ def test_sweep_scores_sum_goodness_of_all_but_the_first_layer():
     torch.manual_seed(0)
     r = build_rule("ff", build_model("mlp", (1, 40), 10, width=8, depth=3), (1, 40), 10)
     r.train(False)
+    with torch.no_grad():  # non-zero biases: the first layer's input must be normalised too
+        for layer in r.layers:
+            layer.linear.bias.uniform_(-0.5, 0.5)
     x = torch.randn(3, 1, 40)
     scores = r.goodness_scores(x)
     for c in range(10):
         h = overlay(x, torch.full((3,), c), 10)
-        h1 = torch.relu(r.layers[0].linear(h))
+        h1 = torch.relu(r.layers[0].linear(rms_normalise(h)))
         h2 = torch.relu(r.layers[1].linear(rms_normalise(h1)))
         h3 = torch.relu(r.layers[2].linear(rms_normalise(h2)))
         torch.testing.assert_close(scores[:, c], h2.pow(2).sum(1) + h3.pow(2).sum(1))
