@@ -56,3 +56,42 @@ def test_validation_names_the_bad_value(change, message):
     with pytest.raises(UsageError) as err:
         validate(RunConfig().replace(**change))
     assert all(part in str(err.value) for part in message.split(".*")), str(err.value)
+
+
+def test_threads_sets_the_intra_op_threads_of_the_process() -> None:
+    import torch
+
+    from locallearn.engine.run import apply_threads
+
+    before = torch.get_num_threads()
+    try:
+        apply_threads(1)
+        assert torch.get_num_threads() == 1
+        apply_threads(None)  # None leaves the current setting alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_below_one_is_a_usage_error() -> None:
+    import pytest
+
+    from locallearn.config import RunConfig, validate
+    from locallearn.errors import UsageError
+
+    with pytest.raises(UsageError, match="--threads must be at least 1, got 0"):
+        validate(RunConfig(threads=0))
+
+
+def test_python_dash_m_locallearn_runs_the_cli() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "locallearn", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("locallearn ")

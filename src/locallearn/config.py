@@ -102,6 +102,7 @@ class RunConfig:
     augment: bool = _opt("run", "the dataset's training augmentation (CIFAR: crop + flip)", False)
     amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
     channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
+    threads: int | None = _opt("run", "intra-op CPU threads per process (default: torch's)")
 
     def _group(self, group: str) -> dict[str, Any]:
         return {
@@ -214,6 +215,8 @@ def validate(cfg: RunConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {cfg.threads}")
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
     if not cfg.lr > 0 or not math.isfinite(cfg.lr):

@@ -100,6 +100,12 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
+def apply_threads(threads: int | None) -> None:
+    """``--threads N``: intra-op CPU threads of this process (None leaves torch's choice)."""
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The data order of one epoch depends only on (seed, epoch): resumable, comparable."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -130,6 +136,7 @@ class Run:
         self.progress = progress
         self.on_epoch = on_epoch
         self.device = resolve_device(cfg.device)
+        apply_threads(cfg.threads)
         self.data = dataset if dataset is not None else load_configured_dataset(cfg)
         if cfg.augment and self.data.augment is None:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
