@@ -309,10 +309,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         from locallearn.data import dataset_infos
 
         rows = [
-            [d["name"], "x".join(map(str, d["shape"])), d["classes"], d["source"]]
+            [
+                d["name"],
+                "x".join(map(str, d["shape"])),
+                d["classes"],
+                d.get("nodes", "-"),  # graph datasets: nodes, edges (directed pairs)
+                d.get("edges", "-"),
+                d["source"],
+            ]
             for d in dataset_infos()
         ]
-        print(format_table(["dataset", "shape", "classes", "source"], rows))
+        print(format_table(["dataset", "shape", "classes", "nodes", "edges", "source"], rows))
     else:
         from locallearn.errors import unknown_choice
 

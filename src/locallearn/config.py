@@ -56,6 +56,7 @@ class RunConfig:
     width: int | None = _opt("model", "units or channels per layer")
     depth: int | None = _opt("model", "number of hidden layers")
     activation: str | None = _opt("model", "mlp: hidden activation, relu|tanh (default relu)")
+    dropout: float | None = _opt("model", "gcn/sage/gat: dropout on each layer's input (0.5)")
     # rules: greedy and the auxiliary-head family
     head: str | None = _opt("rule", "auxiliary head: auto|linear|mlp|conv")
     cuts: list[int] | None = _opt(
@@ -78,13 +79,18 @@ class RunConfig:
     ff_readout: str | None = _opt("rule", "Forward-Forward prediction: sweep|linear")
     ff_schedule: str | None = _opt("rule", "Forward-Forward layers: simultaneous|greedy")
     ff_peer_norm: float | None = _opt("rule", "Forward-Forward: peer normalisation weight")
+    # rules on graphs: sf, ff (ForwardGNN, Park et al. 2024)
+    temperature: float | None = _opt("rule", "sf: softmax temperature of the similarities")
+    ff_negatives: str | None = _opt(
+        "rule", "ff on graphs: negatives by label appending or virtual nodes, label|virtual"
+    )
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")
     patch_dim: int | None = _opt("data", "DSD: patch dimension d (default 16)")
     sigma: float | None = _opt("data", "DSD: noise standard deviation (default 0.5)")
     train_size: int | None = _opt("data", "dsd/shortcut: training samples to generate")
-    data_seed: int | None = _opt("data", "dsd/shortcut: seed of the generated data (default 0)")
+    data_seed: int | None = _opt("data", "dsd/shortcut/sbm: seed of the generated data (default 0)")
     core_predictivity: float | None = _opt(
         "data", "shortcut: P(core feature agrees with the label) (default 0.9)"
     )
@@ -95,6 +101,13 @@ class RunConfig:
     shortcut_amplification: float | None = _opt("data", "shortcut: scale of the shortcut feature")
     core_nesting: int | None = _opt("data", "shortcut: tanh layers nesting the core feature")
     shortcut_nesting: int | None = _opt("data", "shortcut: tanh layers nesting the shortcut")
+    # datasets: sbm (generated stochastic block model graph)
+    nodes: int | None = _opt("data", "sbm: number of nodes (default 1000)")
+    communities: int | None = _opt("data", "sbm: number of communities = classes (default 4)")
+    avg_degree: float | None = _opt("data", "sbm: average node degree (default 8)")
+    homophily: float | None = _opt("data", "sbm: P(an edge stays in its community) (0.8)")
+    feature_noise: float | None = _opt("data", "sbm: std of the feature noise (default 2)")
+    node_features: int | None = _opt("data", "sbm: feature dimension (default 32)")
     # -- options of every run ------------------------------------------------------------------
     as_sequence: bool = _opt(
         "run", "feed inputs as sequences: (length, features); images row by row", False
@@ -103,6 +116,12 @@ class RunConfig:
     amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
     channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
     threads: int | None = _opt("run", "intra-op CPU threads per process (default: torch's)")
+    patience: int | None = _opt(
+        "run",
+        "layer-after-layer rules: a layer stops after this many epochs without a better "
+        "validation accuracy (its best state is restored) and the next layer starts; "
+        "--epochs is then the most epochs per layer",
+    )
 
     def _group(self, group: str) -> dict[str, Any]:
         return {
@@ -217,6 +236,8 @@ def validate(cfg: RunConfig) -> None:
             raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     if cfg.threads is not None and cfg.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.patience is not None and cfg.patience < 1:
+        raise UsageError(f"--patience must be at least 1, got {cfg.patience}")
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
     if not cfg.lr > 0 or not math.isfinite(cfg.lr):

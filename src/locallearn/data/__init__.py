@@ -15,6 +15,7 @@ from locallearn.data import (  # noqa: F401  (registers entries)
     bundled,
     cifar,
     dsd,
+    graph,
     idx,
     mnist1d,
     shortcut,
@@ -44,6 +45,8 @@ def load_dataset(
     """
     entry = DATASETS.get(name)
     given = entry.given(options, "dataset")
+    if entry.meta.get("graph"):
+        graph.check_graph_options(entry.name, train_limit, as_sequence)
     dataset = entry.build(resolve_data_dir(data_dir), **given)
     if train_limit is not None:
         dataset = limit_train(dataset, train_limit)
@@ -84,6 +87,7 @@ def dataset_infos() -> list[dict[str, Any]]:
             "classes": entry.meta["classes"],
             "source": entry.meta["source"],
             "description": entry.description,
+            **graph.graph_info(entry.meta),
         }
         for entry in DATASETS.entries()
     ]

@@ -118,9 +118,11 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(rule: Rule, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Accuracy of ``rule.predict`` on (x, y), in eval mode, as a fraction."""
+    """Accuracy of ``rule.predict`` on (x, y), in eval mode, as a fraction of the rows
+    whose label is not negative."""
     rule.train(False)
     correct = 0
     for xb, yb in batches(x, y, batch_size):
         correct += int((rule.predict(xb).argmax(dim=1) == yb).sum())
-    return correct / max(1, x.shape[0])
+    # Negative labels mark rows outside the evaluated split (graph nodes): not counted.
+    return correct / max(1, int((y >= 0).sum()))

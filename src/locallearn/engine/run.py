@@ -21,7 +21,9 @@ from torch import nn
 from locallearn import __version__
 from locallearn.config import RunConfig, load_config_file, to_toml, validate
 from locallearn.data import DATASETS, Dataset, load_dataset
+from locallearn.data.graph import GraphDataset
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from locallearn.engine.layerwise import LayerEarlyStopping
 from locallearn.engine.loop import batches, evaluate, train_epoch
 from locallearn.errors import UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
@@ -163,6 +165,35 @@ class Run:
         self.state = TrainState()
         self._x_train, self._y_train = self._to_device(self.data.x_train, self.data.y_train)
         self._x_test, self._y_test = self._to_device(self.data.x_test, self.data.y_test)
+        # A graph dataset is one batch, the whole graph in node order, for training and for
+        # every evaluation; its labels outside each split are ignored (data/graph.py).
+        self.graph = None
+        self._eval_batch = 1000
+        self._y_val: torch.Tensor | None = None
+        if isinstance(self.data, GraphDataset) and self.data.graph is not None:
+            self.graph = self.data.graph.to(self.device)
+            self.rule.bind_graph(self.graph)
+            self._eval_batch = self.graph.num_nodes
+            self._y_val = self.data.y_val.to(self.device) if self.data.y_val is not None else None
+        self.stopper: LayerEarlyStopping | None = None
+        if cfg.patience is not None:
+            self.stopper = self._early_stopping(cfg)
+
+    def _early_stopping(self, cfg: RunConfig) -> LayerEarlyStopping:
+        if self._y_val is None:
+            raise UsageError(
+                f"--patience stops each layer on validation accuracy; dataset {cfg.data!r} has "
+                "no validation split (the graph datasets have one)"
+            )
+        if cfg.lr_schedule != "constant":
+            raise UsageError(
+                f"--patience ends each layer at its own epoch, so --lr-schedule "
+                f"{cfg.lr_schedule} has no fixed length to follow; use --lr-schedule constant"
+            )
+        return LayerEarlyStopping(self.rule, cfg.patience, cfg.epochs)  # type: ignore[arg-type]
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        return evaluate(self.rule, x, y, self._eval_batch)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Datasets here fit in device memory; one copy up front beats a copy per batch. On
@@ -210,6 +241,7 @@ class Run:
                 "optimizers": [opt.state_dict() for opt in self.optimizers],
                 "rng": rng,
                 "state": asdict(self.state),
+                **({"stopper": self.stopper.state_dict()} if self.stopper else {}),
             },
         )
 
@@ -231,6 +263,8 @@ class Run:
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
         self.state = TrainState(**ckpt["state"])
+        if self.stopper is not None:
+            self.stopper.load_state_dict(ckpt["stopper"])
 
     def _write_metrics(self) -> None:
         path = self._path("metrics.jsonl")
@@ -255,11 +289,19 @@ class Run:
         )
         frozen = [*self.rule.network.parameters(), *self.rule.network.buffers()]
         frozen += [*self.rule.signal_modules().parameters(), *self.rule.signal_modules().buffers()]
-        for epoch in range(self.state.epoch, cfg.epochs):
+        epochs = self.stopper.total_epochs if self.stopper else cfg.epochs
+        for epoch in range(self.state.epoch, epochs):
+            if self.stopper is not None and self.stopper.finished:
+                break
             meter = SavedTensorMeter(exclude=frozen)
-            data = batches(
-                self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
-            )
+            if self.graph is not None:
+                data: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(
+                    [(self._x_train, self._y_train)]
+                )
+            else:
+                data = batches(
+                    self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
+                )
             self.rule.begin_epoch(epoch, cfg.epochs)
             for optimizer in self.optimizers:
                 for group in optimizer.param_groups:
@@ -276,7 +318,7 @@ class Run:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
-            test_acc = evaluate(self.rule, self._x_test, self._y_test)
+            test_acc = self._evaluate(self._x_test, self._y_test)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": losses[-1],
@@ -285,6 +327,11 @@ class Run:
                 "epoch_seconds": seconds,
                 "act_bytes_peak": meter.peak,
             }
+            if self._y_val is not None:
+                record["val_acc"] = self._evaluate(self._x_test, self._y_val)
+                if self.stopper is not None:
+                    record["layer"] = self.rule.current  # type: ignore[attr-defined]
+                    self.stopper.update(record["val_acc"])
             self.state.epoch = epoch + 1
             self.state.history.append(record)
             self.state.act_bytes_peak = max(self.state.act_bytes_peak, meter.peak)
@@ -318,8 +365,8 @@ class Run:
             "epochs": state.epoch,
             "seed": cfg.seed,
             "device": str(self.device),
-            "test_acc": evaluate(rule, self._x_test, self._y_test),
-            "train_acc": evaluate(rule, self._x_train, self._y_train),
+            "test_acc": self._evaluate(self._x_test, self._y_test),
+            "train_acc": self._evaluate(self._x_train, self._y_train),
             "train_loss": last.get("train_loss"),
             "block_losses": last.get("block_losses"),
             "params": count_params(rule.network.parameters()),
@@ -344,6 +391,14 @@ class Run:
             "locallearn_version": __version__,
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
         }
+        if self._y_val is not None:
+            out["val_acc"] = self._evaluate(self._x_test, self._y_val)
+        if self.graph is not None:
+            out["train_size"] = int((self._y_train >= 0).sum())  # labelled nodes, not nodes
+            out["test_size"] = int((self._y_test >= 0).sum())
+            out["nodes"], out["edges"] = self.graph.num_nodes, int(self.graph.edge_index.shape[1])
+        if self.stopper is not None:
+            out["layer_epochs"] = self.stopper.stopped_at
         if self.device.type == "cuda":
             out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
         return out
@@ -383,6 +438,7 @@ def resume_run(
     # else: the run died before its first checkpoint; with the same seed, starting over is
     # exactly what an uninterrupted run would have done.
     summary_path = run_dir / "summary.json"
-    if run.state.epoch >= cfg.epochs and summary_path.exists():
+    finished = run.stopper.finished if run.stopper is not None else run.state.epoch >= cfg.epochs
+    if finished and summary_path.exists():
         return json.loads(summary_path.read_text())
     return run.fit()

@@ -4,6 +4,7 @@ units, so any contiguous slice of the list is itself a runnable network."""
 from locallearn.models import (  # noqa: F401  (registration)
     cnn,
     dsd,
+    gnn,
     lcn,
     mlp,
     recurrent,  # noqa: F401  (registration)

@@ -7,6 +7,7 @@ from locallearn.rules import (  # noqa: F401  (registration)
     drtp,
     fa,
     ff,
+    forwardgnn,
     greedy,
     infopro,
     man,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from locallearn.models.gnn import bind_graph
 from locallearn.registry import Registry
 
 
@@ -105,6 +106,12 @@ class Rule:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores for ``x``: the last block's output."""
         return self.network(x)
+
+    def bind_graph(self, graph: Any) -> None:
+        """A graph dataset's structure (``data.graph.Graph``), given once before training:
+        the network's graph layers convolve over its edges. A rule that adds nodes or
+        edges (virtual class nodes) binds its own graph instead."""
+        bind_graph(self.network, graph.edge_index, graph.num_nodes)
 
     # -- bookkeeping ----------------------------------------------------------------------
     @property

@@ -30,7 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from locallearn.errors import UsageError, unknown_choice
+from locallearn.models.gnn import is_graph_network
 from locallearn.rules.base import RULES, Rule, Signal, Stage
+from locallearn.rules.forwardgnn import build_graph_ff
+from locallearn.rules.schedule import LayerAfterLayer
 
 READOUTS = ("sweep", "linear")
 SCHEDULES = ("simultaneous", "greedy")
@@ -247,12 +250,15 @@ class ForwardForward(Rule):
         self.classes = classes
         self.schedule = schedule
         self.current = 0  # greedy schedule: the layer that learns in this epoch
+        # The greedy schedule is layer after layer: --patience can drive it (engine.layerwise).
+        self.layer_after_layer = schedule == "greedy"
+        self.early_stopping = False
 
     # -- schedule ------------------------------------------------------------------------
     def begin_epoch(self, epoch: int, epochs: int) -> None:
         """Greedy: the epochs are split as evenly as possible, layer after layer
         (layer ``epoch * L // epochs``); the linear readout learns with the last layer."""
-        if self.schedule != "greedy":
+        if self.schedule != "greedy" or self.early_stopping:
             return
         if epochs < len(self.layers):
             raise UsageError(
@@ -264,7 +270,13 @@ class ForwardForward(Rule):
     def trains(self, stage_index: int) -> bool:
         if self.schedule != "greedy":
             return True
-        return min(stage_index, len(self.layers) - 1) == self.current
+        return self.stage_position(stage_index) == self.current
+
+    # The layer-after-layer protocol (rules/schedule.py): the readout learns with the last.
+    positions = property(lambda self: len(self.layers))
+    stage_position = LayerAfterLayer.stage_position
+    position_state = LayerAfterLayer.position_state
+    load_position_state = LayerAfterLayer.load_position_state
 
     # -- data ----------------------------------------------------------------------------
     def begin_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, FFTargets]:
@@ -330,9 +342,9 @@ class ForwardForward(Rule):
 @RULES.register(
     "ff",
     description="Forward-Forward: per-layer goodness of positive vs wrong-label data",
-    options=("ff_readout", "ff_schedule", "ff_peer_norm"),
-    paper="Hinton, 'The Forward-Forward Algorithm' (2022)",
-    families=("dense",),
+    options=("ff_readout", "ff_schedule", "ff_peer_norm", "ff_negatives"),
+    paper="Hinton, 'The Forward-Forward Algorithm' (2022); graphs: Park et al., ICLR 2024",
+    families=("dense", "graph"),
     layerwise=True,
 )
 def build_ff(
@@ -340,10 +352,28 @@ def build_ff(
     *,
     input_shape: tuple[int, ...],
     classes: int,
-    ff_readout: str = "sweep",
-    ff_schedule: str = "simultaneous",
-    ff_peer_norm: float = 0.03,
-) -> ForwardForward:
+    ff_readout: str | None = None,
+    ff_schedule: str | None = None,
+    ff_peer_norm: float | None = None,
+    ff_negatives: str | None = None,
+) -> Rule:
+    if is_graph_network(network):  # ForwardGNN's variants (rules/forwardgnn.py)
+        for flag, value in (
+            ("--ff-readout", ff_readout),
+            ("--ff-schedule", ff_schedule),
+            ("--ff-peer-norm", ff_peer_norm),
+        ):
+            if value is not None:
+                raise UsageError(
+                    f"{flag} applies to ff on fully connected networks; on a graph model ff "
+                    "takes --ff-negatives label|virtual (and trains layer after layer)"
+                )
+        return build_graph_ff(network, input_shape, classes, ff_negatives or "label")
+    if ff_negatives is not None:
+        raise UsageError("--ff-negatives applies to ff on graph models (--model gcn, sage, gat)")
+    ff_readout = ff_readout or "sweep"
+    ff_schedule = ff_schedule or "simultaneous"
+    ff_peer_norm = 0.03 if ff_peer_norm is None else ff_peer_norm
     if ff_readout not in READOUTS:
         raise unknown_choice("--ff-readout", ff_readout, READOUTS)
     if ff_schedule not in SCHEDULES:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from locallearn.models.base import output_shape
+from locallearn.models.gnn import is_graph_network
 from locallearn.rules.base import RULES, HeadLoss, Rule, Stage, TaskLoss
 from locallearn.rules.cutting import resolve_cuts, slice_blocks
 from locallearn.rules.heads import make_head
@@ -37,10 +38,12 @@ def build_greedy(
     *,
     input_shape: tuple[int, ...],
     classes: int,
-    blocks: int = 3,
+    blocks: int | None = None,
     head: str = "auto",
     cuts: Sequence[int] | None = None,
 ) -> Greedy:
+    if blocks is None:  # a graph model: a linear head on every layer (ForwardGNN's baseline)
+        blocks = len(network) if is_graph_network(network) else 3
     cut_points = resolve_cuts(network, input_shape, blocks, cuts)
     parts = slice_blocks(network, cut_points)
     stages, shape = [], tuple(input_shape)
