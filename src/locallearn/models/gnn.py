@@ -12,7 +12,8 @@ single-forward rule's virtual class nodes, binds its own). An unbound unit treat
 as isolated nodes, which is what shape probes and ``locallearn measure`` see.
 
 ``fresh_unit`` builds a new layer of a unit's kind for another input width (the
-label-appending rule widens the first layer by the number of classes).
+label-appending rule widens the first layer by the number of classes) or as a hidden layer
+(the single-forward rule's last layer).
 """
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ def bind_graph(network: nn.Module, edge_index: torch.Tensor | None, num_nodes: i
             module.num_nodes = num_nodes
 
 
-def fresh_unit(unit: GraphUnit, in_channels: int) -> GraphUnit:
-    """A newly initialised layer like ``unit`` (kind, width, heads, ReLU, dropout) taking
-    ``in_channels`` features."""
+def fresh_unit(unit: GraphUnit, in_channels: int, hidden_width: int | None = None) -> GraphUnit:
+    """A newly initialised layer of ``unit``'s kind and dropout taking ``in_channels``
+    features: with ``unit``'s width and ReLU, or a hidden layer (ReLU) of ``hidden_width``."""
     conv: Any = unit.conv
     kind = {"GCNConv": "gcn", "SAGEConv": "sage", "GATConv": "gat"}[type(conv).__name__]
+    if hidden_width is not None:
+        return GraphUnit(_conv(kind, in_channels, hidden_width, False), True, unit.dropout)
     heads = getattr(conv, "heads", 1)
     width = conv.out_channels * heads if kind == "gat" and conv.concat else conv.out_channels
     fresh = _conv(kind, in_channels, width, last=kind == "gat" and heads == 1)
