@@ -101,9 +101,9 @@ def key(opts: dict[str, Any]) -> str:
 
 def cora_table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| model | depth | rule | test acc | val acc | act_bytes_peak | vs depth 2 | s/epoch "
-        "| epochs (per layer) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | depth | rule | test acc | val acc | act_bytes_peak | vs depth 2 "
+        "| per layer (first, last) | s/epoch | epochs (per layer) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
@@ -118,11 +118,13 @@ def cora_table(results: list[dict[str, Any]]) -> list[str]:
         peak = rows[0]["act_bytes_peak"]
         ratio = f"{peak / base[model, rule]:.2f}x" if (model, rule) in base else "-"
         sec = sum(r["epoch_seconds"] for r in rows) / len(rows)
+        blocks = rows[0]["block_act_bytes"] or [0]
+        held = f"{format_bytes(blocks[0])}, {format_bytes(blocks[-1])}"
         per_layer = rows[0].get("layer_epochs")
         epochs = "/".join(map(str, per_layer)) if per_layer else str(rows[0]["epochs"])
         lines.append(
             f"| {model} | {depth} | {rule} | {test[0]:.4f} +- {test[1]:.4f} (n={len(rows)}) | "
-            f"{val[0]:.4f} | {format_bytes(peak)} | {ratio} | {sec:.3f} | {epochs} |"
+            f"{val[0]:.4f} | {format_bytes(peak)} | {ratio} | {held} | {sec:.3f} | {epochs} |"
         )
     return lines
 
@@ -159,7 +161,7 @@ def write_section(args: argparse.Namespace, results: list[dict[str, Any]]) -> No
     body = [
         "## Graphs: bp, greedy, sf, ff on Cora and sbm (issue 14)",
         "",
-        f"- command: `flock /tmp/locallearn-bench.lock {command_line()}`",
+        f"- command: `flock /tmp/locallearn-bench.lock {command_line().replace(' --render', '')}`",
         f"- machine: {machine()}; 1 thread; date {today()}; `uptime` at the last run: {uptime}",
         "- timings were taken while other helpers ran tests on the same 2 cores: noisy, "
         "compare rules within a row group only.",
@@ -198,9 +200,15 @@ def main() -> None:
     parser.add_argument("--sbm-epochs", type=int, default=3)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite BENCHMARKS.md from the JSON"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = json.loads(RESULTS.read_text()) if args.resume and RESULTS.exists() else []
+    if args.render:
+        write_section(args, results)
+        return
     done = {r["key"] for r in results}
     cache: dict[str, Any] = {}
     for item in plan(args):
