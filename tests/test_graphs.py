@@ -346,6 +346,13 @@ def test_patience_needs_a_validation_split():
         )
 
 
+def test_probe_refuses_a_graph_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    locallearn.train(rule="bp", model="gcn", data="sbm", nodes=200, epochs=1, out=out)
+    assert main(["probe", str(out), "--quiet"]) == 2
+    assert "do not handle graph runs yet" in capsys.readouterr().err
+
+
 @needs_cora
 def test_bp_gcn_on_cora_reaches_kipf_welling_territory(tmp_path):
     out = tmp_path / "c.json"

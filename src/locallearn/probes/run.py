@@ -225,6 +225,11 @@ def probe_run(
             f"{run_dir} is unfinished (epoch {run.state.epoch} of {cfg.epochs}); finish it with "
             f"`locallearn resume {run_dir}` before probing"
         )
+    if run.graph is not None:
+        raise UsageError(
+            f"{run_dir} trained on graph dataset {cfg.data!r}; probes read samples, not the "
+            "nodes of one graph, and do not handle graph runs yet"
+        )
     rule, data = run.rule, run.data
     x_train, y_train = _subset(data.x_train, data.y_train, max_train)
     x_train, y_train = x_train.to(run.device), y_train.to(run.device)
