@@ -107,6 +107,11 @@ def test_cora_public_split():
     assert int((data.y_train != IGNORE).sum()) == 140 and int((data.y_test != IGNORE).sum()) == 1000
 
 
+def test_missing_planetoid_files_name_what_was_looked_for(tmp_path):
+    with pytest.raises(UsageError, match=r"cora: cannot find its files \(ind\.cora\.x, "):
+        load_dataset("cora", tmp_path)
+
+
 def test_sbm_is_seeded_split_and_homophilous():
     a, b = make_sbm(nodes=4000, seed=3), make_sbm(nodes=4000, seed=3)
     assert torch.equal(a.graph.edge_index, b.graph.edge_index) and torch.equal(a.x_train, b.x_train)
