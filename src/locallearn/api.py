@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from locallearn.config import RunConfig, config_from_mapping
+from locallearn.config import RunConfig, check_momentum_applies, config_from_mapping
 from locallearn.data import Dataset, as_sequences
 from locallearn.engine.run import EpochCallback, Run, check_fresh_run_dir, load_configured_dataset
 from locallearn.errors import UsageError
@@ -61,6 +61,7 @@ def _resolve(
     values["model"] = "custom" if network is not None else model
     values["data"] = dataset.name if dataset is not None else data
     cfg = config_from_mapping(values)
+    check_momentum_applies(values, cfg, where="momentum")
     if dataset is not None and cfg.as_sequence:
         dataset = as_sequences(dataset)
     return cfg, dataset, network

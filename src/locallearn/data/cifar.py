@@ -27,6 +27,7 @@ SUBDIRS = ("cifar10", "cifar-10-batches-py", "cifar10/cifar-10-batches-py")
 SHAPE = (3, 32, 32)
 NAME = "cifar10"
 
+
 def _unpickle(path: Path, label: str) -> object:
     # Restricted: only the NumPy names a batch holds are admitted, so no file runs code.
     return safe_load(path, CIFAR_TYPES, encoding="bytes", dataset=label)
@@ -57,9 +58,8 @@ def read_batch(
     except ValueError:
         labels = np.asarray(labels, dtype=object)
     if labels.dtype.kind not in "iu" and not (labels.size == 0 and labels.ndim == 1):
-        raise corrupt_file(
-            label, path, f"labels must be integers, got {labels.dtype} values {labels.ravel()[:3].tolist()}"
-        )
+        first = labels.ravel()[:3].tolist()
+        raise corrupt_file(label, path, f"labels must be integers, got {labels.dtype} {first}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise corrupt_file(label, path, f"data is {data.dtype} {data.shape}, expected uint8 Nx3072")
     if labels.ndim != 1 or len(labels) != len(data):

@@ -54,7 +54,10 @@ PLANETOID_TYPES: frozenset[tuple[str, str]] = NUMPY_TYPES | {
 
 # Modules renamed since the files were written; the old spelling is what is allow-listed,
 # the new one is what gets imported (the old ones warn or are gone).
-_MOVED = {"numpy.core.multiarray": "numpy._core.multiarray", "scipy.sparse.csr": "scipy.sparse._csr"}
+_MOVED = {
+    "numpy.core.multiarray": "numpy._core.multiarray",
+    "scipy.sparse.csr": "scipy.sparse._csr",
+}
 
 # A damaged pickle fails in many ways depending on where the damage is; all mean "corrupt".
 _CORRUPT = (

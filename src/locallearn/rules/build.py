@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
+from locallearn.errors import UsageError
 from locallearn.models.base import MODELS
 from locallearn.rules.base import RULES, Rule
 
@@ -28,9 +30,26 @@ def build_rule(
     """
     entry = RULES.get(name)
     given = entry.given(options, "rule")
+    if given.get("cuts") is not None and given.get("blocks") is None:
+        given["blocks"] = len(given["cuts"]) + 1  # --cuts 2,4 alone means K = 3
+    _check_default_blocks(entry.name, entry.build, given, len(network))
     if entry.meta.get("input_stats") and input_stats is not None:
         given["input_stats"] = input_stats
     return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
+
+
+def _check_default_blocks(name: str, build: Any, given: dict[str, Any], units: int) -> None:
+    """A rule's default K larger than the network: say so, rather than blame a --blocks the
+    user never gave."""
+    if given.get("blocks") is not None:
+        return
+    param = inspect.signature(build).parameters.get("blocks")
+    default = param.default if param is not None else None
+    if isinstance(default, int) and default > units:
+        raise UsageError(
+            f"rule {name} cuts {default} blocks by default, but this network has only {units} "
+            f"units; give --blocks K with K between 1 and {units}, or a deeper model"
+        )
 
 
 def rule_applies(rule: str, model: str) -> bool:
