@@ -226,6 +226,7 @@ def to_toml(cfg: RunConfig) -> str:
 MAX_EPOCHS = 1_000_000
 MAX_SEED = 2**63 - 1  # the largest seed every generator we use (torch, NumPy) takes
 MAX_DEPTH = 10_000
+MAX_THREADS = 1024
 
 
 def validate(cfg: RunConfig) -> None:
@@ -250,8 +251,8 @@ def validate(cfg: RunConfig) -> None:
             )
     if cfg.depth is not None and cfg.depth > MAX_DEPTH:
         raise UsageError(f"--depth must be at most {MAX_DEPTH:,}, got {cfg.depth:,}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}")
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
     if not cfg.lr > 0 or not math.isfinite(cfg.lr):
