@@ -41,16 +41,15 @@ def read_checkpoint(path: Path, map_location: torch.device | str, version: int) 
         raise _bad(path, "is empty (0 bytes)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refused a class or function: the file holds code, not a checkpoint.
-        raise _bad(path, "holds objects that a locallearn checkpoint never contains") from None
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            # weights_only refused a class or function: the file holds code, not data.
+            raise _bad(path, "holds objects that a locallearn checkpoint never contains") from None
+        raise _bad(path, "is not a readable checkpoint (not a torch file)") from None
     except OSError as error:
         raise _bad(path, f"cannot be read ({error.strerror or error})") from None
     except Exception as error:  # truncated zip, foreign format: torch raises many kinds
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise _bad(
-            path, f"is not a readable checkpoint ({type(error).__name__}: {first})"
-        ) from None
+        raise _bad(path, f"is not a readable checkpoint ({_first_sentence(error)})") from None
     if not isinstance(ckpt, dict):
         raise _bad(path, f"holds a {type(ckpt).__name__}, not a locallearn checkpoint")
     if ckpt.get("version") != version:
@@ -65,6 +64,12 @@ def read_checkpoint(path: Path, map_location: torch.device | str, version: int) 
     if not isinstance(ckpt["rng"].get("torch"), torch.Tensor):
         raise _bad(path, "has no torch RNG state")
     return ckpt
+
+
+def _first_sentence(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    first = text.split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def identity(cfg: Any) -> dict[str, Any]:
