@@ -227,6 +227,8 @@ MAX_EPOCHS = 1_000_000
 MAX_SEED = 2**63 - 1  # the largest seed every generator we use (torch, NumPy) takes
 MAX_DEPTH = 10_000
 MAX_THREADS = 1024
+MAX_FLOAT = 1e38  # float32 overflows just above 3.4e38
+MAX_INT = 2**62  # sizes and counts beyond this overflow torch's int64 shapes
 
 
 def validate(cfg: RunConfig) -> None:
@@ -237,6 +239,13 @@ def validate(cfg: RunConfig) -> None:
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
                 raise UsageError(f"--{f.name.replace('_', '-')} must be a finite number, got {v}")
+            if isinstance(v, float) and abs(v) > MAX_FLOAT:
+                # Optimizers apply it to float32 tensors, where it would overflow.
+                raise UsageError(
+                    f"--{f.name.replace('_', '-')} must be at most {MAX_FLOAT:g} in size, got {v:g}"
+                )
+            if isinstance(v, int) and abs(v) > MAX_INT and f.name not in ("seed", "data_seed"):
+                raise UsageError(f"--{f.name.replace('_', '-')} must be at most 2**62, got {v}")
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size}
     for key, value in positive.items():
         if value < 1:

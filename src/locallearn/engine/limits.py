@@ -53,8 +53,8 @@ def model_bytes_on_meta(
             network = build_model(name, input_shape, classes, **opts)
     except UsageError:
         raise
-    except RuntimeError as error:
-        if "overflow" in str(error):  # one tensor alone has more than 2**63 bytes
+    except (RuntimeError, TypeError, OverflowError) as error:
+        if "overflow" in str(error).lower():  # one tensor alone has more than 2**63 bytes
             return 2**63
         return None
     except Exception:
