@@ -304,6 +304,7 @@ def test_compare_names_the_rule_whose_default_blocks_do_not_fit(
     assert code == 2 and "Traceback" not in err
     assert "rule infopro cuts 4 blocks by default" in err and "3 units" in err
     assert "--blocks 4 is out of range" not in err
+    assert not (tmp_path / "c" / "greedy" / "summary.json").exists(), "greedy trained first"
 
 
 # --- data files -------------------------------------------------------------------------

@@ -41,16 +41,28 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
+def _meta_network(name: str, input_shape: tuple[int, ...], classes: int, **opts: Any) -> Any:
+    from locallearn.models import build_model
+
+    with torch.device("meta"):
+        return build_model(name, input_shape, classes, **opts)
+
+
+def units_on_meta(cfg: Any, data: Any) -> int | None:
+    """How many units the configured model has, without allocating it (None: unknown)."""
+    try:
+        return len(_meta_network(cfg.model, data.input_shape, data.classes, **cfg.model_options()))
+    except Exception:
+        return None
+
+
 def model_bytes_on_meta(
     name: str, input_shape: tuple[int, ...], classes: int, **opts: Any
 ) -> int | None:
     """Parameter bytes of model ``name``, built without memory; None if it cannot be built
     on the meta device (then the real build reports its own errors)."""
-    from locallearn.models import build_model
-
     try:
-        with torch.device("meta"):
-            network = build_model(name, input_shape, classes, **opts)
+        network = _meta_network(name, input_shape, classes, **opts)
     except UsageError:
         raise
     except (RuntimeError, TypeError, OverflowError) as error:

@@ -32,23 +32,24 @@ def build_rule(
     given = entry.given(options, "rule")
     if given.get("cuts") is not None and given.get("blocks") is None:
         given["blocks"] = len(given["cuts"]) + 1  # --cuts 2,4 alone means K = 3
-    _check_default_blocks(entry.name, entry.build, given, len(network))
+    check_default_blocks(entry.name, given, len(network))
     if entry.meta.get("input_stats") and input_stats is not None:
         given["input_stats"] = input_stats
     return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
 
 
-def _check_default_blocks(name: str, build: Any, given: dict[str, Any], units: int) -> None:
-    """A rule's default K larger than the network: say so, rather than blame a --blocks the
-    user never gave."""
-    if given.get("blocks") is not None:
+def check_default_blocks(name: str, options: dict[str, Any], units: int) -> None:
+    """A rule's default K larger than the network (of ``units`` units): say so, rather than
+    blame a --blocks the user never gave. ``options`` are the rule's given options."""
+    if options.get("blocks") is not None or options.get("cuts") is not None:
         return
-    param = inspect.signature(build).parameters.get("blocks")
+    entry = RULES.get(name)
+    param = inspect.signature(entry.build).parameters.get("blocks")
     default = param.default if param is not None else None
     if isinstance(default, int) and default > units:
         raise UsageError(
-            f"rule {name} cuts {default} blocks by default, but this network has only {units} "
-            f"units; give --blocks K with K between 1 and {units}, or a deeper model"
+            f"rule {entry.name} cuts {default} blocks by default, but this network has only "
+            f"{units} units; give --blocks K with K between 1 and {units}, or a deeper model"
         )
 
 
