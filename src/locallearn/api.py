@@ -20,11 +20,10 @@ from torch import nn
 
 from locallearn.config import RunConfig, check_momentum_applies, config_from_mapping
 from locallearn.data import Dataset, as_sequences
-from locallearn.engine.limits import units_on_meta
+from locallearn.engine.limits import check_rule_builds
 from locallearn.engine.run import EpochCallback, Run, check_fresh_run_dir, load_configured_dataset
 from locallearn.errors import UsageError
 from locallearn.rules import RULES, rule_applies
-from locallearn.rules.build import check_default_blocks
 
 DataArg = str | Dataset | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -164,10 +163,9 @@ def compare_configs(
             check_fresh_run_dir(run_dir)
     if dataset is None:
         dataset = load_configured_dataset(cfg)
-    # A rule whose default K does not fit the model fails now, not after the others trained.
-    units = len(network) if network is not None else units_on_meta(cfg, dataset)
-    for rule_cfg in configs if units is not None else ():
-        check_default_blocks(rule_cfg.rule, rule_cfg.rule_options(), units)
+    # A rule that cannot be built for this model fails now, not after the others trained.
+    for rule_cfg in configs if network is None else ():
+        check_rule_builds(rule_cfg, dataset)
     results: list[dict[str, Any]] = []
     for rule_cfg, run_dir in zip(configs, run_dirs):
         net = copy.deepcopy(network) if network is not None else None

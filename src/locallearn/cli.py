@@ -93,7 +93,12 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
     opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
     opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
     opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
-    opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
+    opt.add_argument(
+        "--momentum",
+        type=float,
+        default=S,
+        help="SGD momentum (default: 0.9); an error with --optimizer adam",
+    )
     opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
     opt.add_argument(
         "--lr-schedule",
@@ -580,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = f"locallearn {args.command}"
     try:
         with warnings.catch_warnings():
+            # once per invocation (also when main runs many times in one process)
+            warnings.filterwarnings("default", category=UserWarning, module=r"locallearn\.")
             warnings.showwarning = _show_warning(args.command)
             return COMMANDS[args.command](args)
     except UsageError as err:

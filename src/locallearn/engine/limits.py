@@ -48,12 +48,32 @@ def _meta_network(name: str, input_shape: tuple[int, ...], classes: int, **opts:
         return build_model(name, input_shape, classes, **opts)
 
 
-def units_on_meta(cfg: Any, data: Any) -> int | None:
-    """How many units the configured model has, without allocating it (None: unknown)."""
+def check_rule_builds(cfg: Any, data: Any) -> None:
+    """Raise the UsageError that building ``cfg``'s model and rule would raise, on the meta
+    device (nothing allocated, nothing trained): ``compare`` checks every rule up front."""
+    import warnings
+
+    from locallearn.rules import build_rule
+
     try:
-        return len(_meta_network(cfg.model, data.input_shape, data.classes, **cfg.model_options()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the real build warns again
+            network = _meta_network(
+                cfg.model, data.input_shape, data.classes, **cfg.model_options()
+            )
+            with torch.device("meta"):
+                build_rule(
+                    cfg.rule,
+                    network,
+                    data.input_shape,
+                    data.classes,
+                    input_stats=(data.mean, data.std),
+                    **cfg.rule_options(),
+                )
+    except UsageError:
+        raise
     except Exception:
-        return None
+        return  # not buildable on meta: the real build reports its own errors
 
 
 def model_bytes_on_meta(

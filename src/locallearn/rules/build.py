@@ -32,10 +32,14 @@ def build_rule(
     given = entry.given(options, "rule")
     if given.get("cuts") is not None and given.get("blocks") is None:
         given["blocks"] = len(given["cuts"]) + 1  # --cuts 2,4 alone means K = 3
-    check_default_blocks(entry.name, given, len(network))
     if entry.meta.get("input_stats") and input_stats is not None:
         given["input_stats"] = input_stats
-    return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
+    try:
+        return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
+    except UsageError as err:
+        if str(err).startswith("--blocks "):  # maybe a K the user never gave: say so
+            check_default_blocks(entry.name, given, len(network))
+        raise
 
 
 def check_default_blocks(name: str, options: dict[str, Any], units: int) -> None:
