@@ -1,8 +1,10 @@
 """The run configuration: one flat dataclass, read from TOML, validated, written back.
 
-Precedence: dataclass defaults < config file < command-line flags. An unknown key in a file
-is an error, as is a value of the wrong type; the resolved configuration is written into
-every run directory so that the run can be reproduced (and resumed) from it alone.
+Precedence: dataclass defaults < config file < command-line flags; training settings left
+unset (None) are filled from the rule's recipe, then the global default (locallearn.recipe).
+An unknown key in a file is an error, as is a value of the wrong type; the resolved
+configuration is written into every run directory so that the run can be reproduced (and
+resumed) from it alone.
 """
 
 from __future__ import annotations
@@ -38,12 +40,17 @@ class RunConfig:
     data: str = "mnist1d"
     blocks: int | None = None  # None: the rule's default (bp 1, greedy 3)
     epochs: int = 60  # MNIST-1D: ~2,400 steps, where the reference CNN reaches ~92%
-    batch_size: int = 100  # MNIST-1D reference: Adam, lr 1e-2, batch 100
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # see engine.run.lr_factor
+    # Training settings: None = not set by the user; a run fills them from the rule's recipe,
+    # then the global default (locallearn.recipe: Adam lr 1e-2, batch 100, momentum 0.9 for
+    # SGD, no weight decay, constant lr; lr_schedule: see engine.run.lr_factor).
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_schedule: str | None = None
+    # Which recipe filled the unset training fields (written by locallearn.recipe.resolve).
+    recipe_from: str | None = None
     seed: int = 0
     device: str = "cpu"
     data_dir: str | None = None
@@ -103,6 +110,16 @@ class RunConfig:
     amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
     channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
     threads: int | None = _opt("run", "intra-op CPU threads per process (default: torch's)")
+    val_split: float = _opt(
+        "run",
+        "fraction of the training set held out for validation (stratified, fixed per data "
+        "seed; per-epoch evaluation uses it, the test set is evaluated once at the end; 0: off)",
+        0.1,
+    )
+    eval_every: int = _opt("run", "evaluate on the validation set every N epochs (and the last)", 1)
+    keep_best: bool = _opt(
+        "run", "also report the test accuracy of the epoch with the best validation accuracy", False
+    )
 
     def _group(self, group: str) -> dict[str, Any]:
         return {
@@ -211,23 +228,30 @@ def to_toml(cfg: RunConfig) -> str:
 
 def validate(cfg: RunConfig) -> None:
     """Check the values that do not depend on a registry (names are checked on build)."""
-    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size}
+    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
     for key, value in positive.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     if cfg.threads is not None and cfg.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {cfg.threads}")
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
-    if not cfg.lr > 0 or not math.isfinite(cfg.lr):
+    # Unset (None) training fields are filled from a recipe before a run starts; the values
+    # checked here are the user's (a recipe's own are checked in tests/test_recipe.py).
+    if cfg.lr is not None and (not cfg.lr > 0 or not math.isfinite(cfg.lr)):
         raise UsageError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.weight_decay < 0:
+    if cfg.weight_decay is not None and cfg.weight_decay < 0:
         raise UsageError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
-    if not 0 <= cfg.momentum < 1:
+    if cfg.momentum is not None and not 0 <= cfg.momentum < 1:
         raise UsageError(f"--momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.optimizer not in OPTIMIZERS:
+    if cfg.optimizer is not None and cfg.optimizer not in OPTIMIZERS:
         raise unknown_choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    if cfg.lr_schedule not in LR_SCHEDULES:
+    if cfg.lr_schedule is not None and cfg.lr_schedule not in LR_SCHEDULES:
         raise unknown_choice("--lr-schedule", cfg.lr_schedule, LR_SCHEDULES)
+    if not 0 <= cfg.val_split < 1:
+        raise UsageError(
+            "--val-split must be a fraction in [0, 1) (0 turns validation off), "
+            f"got {cfg.val_split}"
+        )
     if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
         raise unknown_choice("device", cfg.device, DEVICES)

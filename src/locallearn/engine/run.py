@@ -21,11 +21,14 @@ from torch import nn
 from locallearn import __version__
 from locallearn.config import RunConfig, load_config_file, to_toml, validate
 from locallearn.data import DATASETS, Dataset, load_dataset
+from locallearn.data.subset import split_validation
+from locallearn.engine.evaluation import Evaluator, resolve_run_config
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from locallearn.engine.loop import batches, evaluate, train_epoch
+from locallearn.engine.loop import batches, train_epoch
 from locallearn.errors import UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
 from locallearn.models import MODELS, build_model
+from locallearn.recipe import settings_used
 from locallearn.rules import RULES, Rule, build_rule
 
 CHECKPOINT_VERSION = 1
@@ -45,6 +48,9 @@ class TrainState:
     block_act_bytes: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
     samples: int = 0
+    eval_seconds: float = 0.0
+    best_epoch: int = 0  # --keep-best: the epoch of the best validation accuracy so far
+    best_val_acc: float | None = None
 
 
 def load_configured_dataset(cfg: RunConfig) -> Dataset:
@@ -56,6 +62,15 @@ def load_configured_dataset(cfg: RunConfig) -> Dataset:
         as_sequence=cfg.as_sequence,
         **cfg.data_options(),
     )
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """A run directory's config.toml; one written before --val-split existed trained on the
+    whole training set, and a resumed run must too."""
+    cfg = load_config_file(path)
+    if "val_split" not in path.read_text():
+        cfg = cfg.replace(val_split=0.0)
+    return cfg
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,6 +144,8 @@ class Run:
         RULES.get(cfg.rule)
         if network is None:
             MODELS.get(cfg.model)
+        cfg = resolve_run_config(cfg, custom_model=network is not None)
+        validate(cfg)
         if dataset is None:
             DATASETS.get(cfg.data)
         self.cfg = cfg
@@ -138,6 +155,8 @@ class Run:
         self.device = resolve_device(cfg.device)
         apply_threads(cfg.threads)
         self.data = dataset if dataset is not None else load_configured_dataset(cfg)
+        if self.data.x_val is None and cfg.val_split > 0:
+            self.data = split_validation(self.data, cfg.val_split, cfg.data_seed or 0)
         if cfg.augment and self.data.augment is None:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
         check_accelerator_options(cfg, self.device)
@@ -163,6 +182,7 @@ class Run:
         self.state = TrainState()
         self._x_train, self._y_train = self._to_device(self.data.x_train, self.data.y_train)
         self._x_test, self._y_test = self._to_device(self.data.x_test, self.data.y_test)
+        self.evaluator = Evaluator(self)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Datasets here fit in device memory; one copy up front beats a copy per batch. On
@@ -201,17 +221,17 @@ class Run:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        atomic_torch_save(
-            path,
-            {
-                "version": CHECKPOINT_VERSION,
-                "network": self.rule.network.state_dict(),
-                "rule": self.rule.state_dict(),
-                "optimizers": [opt.state_dict() for opt in self.optimizers],
-                "rng": rng,
-                "state": asdict(self.state),
-            },
-        )
+        ckpt = {
+            "version": CHECKPOINT_VERSION,
+            "network": self.rule.network.state_dict(),
+            "rule": self.rule.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "rng": rng,
+            "state": asdict(self.state),
+        }
+        if self.evaluator.best is not None:
+            ckpt["best"] = self.evaluator.best
+        atomic_torch_save(path, ckpt)
 
     def load_checkpoint(self) -> None:
         path = self._path("checkpoint.pt")
@@ -231,6 +251,7 @@ class Run:
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
         self.state = TrainState(**ckpt["state"])
+        self.evaluator.best = ckpt.get("best")
 
     def _write_metrics(self) -> None:
         path = self._path("metrics.jsonl")
@@ -276,12 +297,11 @@ class Run:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
-            test_acc = evaluate(self.rule, self._x_test, self._y_test)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": losses[-1],
                 "block_losses": losses,
-                "test_acc": test_acc,
+                **self.evaluator.after_epoch(epoch),
                 "epoch_seconds": seconds,
                 "act_bytes_peak": meter.peak,
             }
@@ -297,7 +317,7 @@ class Run:
             self._save_checkpoint()
             self._write_metrics()
             if bar:
-                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), test=f"{test_acc:.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), **_held_out(record))
             if self.on_epoch is not None:
                 self.on_epoch(record, cfg)
         if bar:
@@ -308,6 +328,14 @@ class Run:
         return summary
 
     def summary(self) -> dict[str, Any]:
+        """The summary of the run so far: the test set evaluated once, here, at the end."""
+        final = self.evaluator.final()
+        out = self._summary()
+        out.update(final)
+        out["eval_seconds"] = self.state.eval_seconds / max(1, self.state.epoch)
+        return out
+
+    def _summary(self) -> dict[str, Any]:
         cfg, state, rule = self.cfg, self.state, self.rule
         last = state.history[-1] if state.history else {}
         out: dict[str, Any] = {
@@ -318,8 +346,6 @@ class Run:
             "epochs": state.epoch,
             "seed": cfg.seed,
             "device": str(self.device),
-            "test_acc": evaluate(rule, self._x_test, self._y_test),
-            "train_acc": evaluate(rule, self._x_train, self._y_train),
             "train_loss": last.get("train_loss"),
             "block_losses": last.get("block_losses"),
             "params": count_params(rule.network.parameters()),
@@ -336,9 +362,14 @@ class Run:
             "batch_size": cfg.batch_size,
             "lr": cfg.lr,
             "optimizer": cfg.optimizer,
+            "settings": settings_used(cfg),
+            "recipe_from": cfg.recipe_from,
+            "threads": torch.get_num_threads(),
             "train_size": int(self._x_train.shape[0]),
+            "val_size": int(self.data.y_val.shape[0]) if self.data.y_val is not None else 0,
             "test_size": int(self._x_test.shape[0]),
-            "test_acc_curve": [r["test_acc"] for r in state.history],
+            # Per-epoch held-out accuracy: validation (older runs and --val-split 0: test).
+            "val_acc_curve": [r.get("val_acc") for r in state.history],
             "train_loss_curve": [r["train_loss"] for r in state.history],
             "torch_version": torch.__version__,
             "locallearn_version": __version__,
@@ -351,6 +382,13 @@ class Run:
 
 def _fmt(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.3f}"
+
+
+def _held_out(record: dict[str, Any]) -> dict[str, str]:
+    for key in ("val_acc", "test_acc"):
+        if record.get(key) is not None:
+            return {key.split("_")[0]: f"{record[key]:.3f}"}
+    return {}
 
 
 def check_accelerator_options(cfg: RunConfig, device: torch.device) -> None:
@@ -376,7 +414,7 @@ def resume_run(
     config_path = run_dir / "config.toml"
     if not config_path.exists():
         raise UsageError(f"{run_dir} is not a run directory: {config_path} does not exist")
-    cfg = load_config_file(config_path)
+    cfg = load_run_config(config_path)
     run = Run(cfg, run_dir, progress=progress, on_epoch=on_epoch)
     if (run_dir / "checkpoint.pt").exists():
         run.load_checkpoint()
