@@ -62,7 +62,9 @@ class RunConfig:
     # models
     width: int | None = _opt("model", "units or channels per layer")
     depth: int | None = _opt("model", "number of hidden layers")
-    activation: str | None = _opt("model", "mlp: hidden activation, relu|tanh (default relu)")
+    activation: str | None = _opt(
+        "model", "hidden activation, relu|tanh (mlp, cnn1d, cnn, vgg, resnet; default relu)"
+    )
     # rules: greedy and the auxiliary-head family
     head: str | None = _opt("rule", "auxiliary head: auto|linear|mlp|conv")
     cuts: list[int] | None = _opt(

@@ -81,7 +81,8 @@ def resolve(cfg: RunConfig, recipe: Recipe | None, model_options: Iterable[str] 
         value = getattr(recipe, key)
         used = used or value is not None
         changes[key] = value if value is not None else getattr(GLOBAL, key)
-    takes = set(model_options)
+    # A config resolved before (a resumed run, --same-recipe) takes no model settings.
+    takes = set(model_options) if cfg.recipe_from is None else set()
     for key, value in recipe.model.items():
         if key in takes and getattr(cfg, key) is None:
             changes[key] = value

@@ -28,6 +28,7 @@ from locallearn.engine.loop import batches, train_epoch
 from locallearn.errors import UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
 from locallearn.models import MODELS, build_model
+from locallearn.recipe import resolve as resolve_recipe
 from locallearn.recipe import settings_used
 from locallearn.rules import RULES, Rule, build_rule
 
@@ -92,6 +93,7 @@ def check_fresh_run_dir(run_dir: Path) -> None:
 
 
 def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    cfg = resolve_recipe(cfg, None)  # a config not resolved by a Run: unset = global default
     # foreach: one batched call over a block's tensors instead of a Python loop per tensor;
     # with many small blocks and heads the loop would rival the forward/backward work.
     if cfg.optimizer == "adam":
@@ -370,6 +372,11 @@ class Run:
             "test_size": int(self._x_test.shape[0]),
             # Per-epoch held-out accuracy: validation (older runs and --val-split 0: test).
             "val_acc_curve": [r.get("val_acc") for r in state.history],
+            **(
+                {"test_acc_curve": [r.get("test_acc") for r in state.history]}
+                if any("test_acc" in r for r in state.history)
+                else {}
+            ),
             "train_loss_curve": [r["train_loss"] for r in state.history],
             "torch_version": torch.__version__,
             "locallearn_version": __version__,

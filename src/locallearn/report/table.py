@@ -97,7 +97,6 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
     headers = [
         "rule",
         "K",
-        "seeds",
         "test acc",
         "val acc",
         "train acc",
@@ -107,6 +106,7 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
         "eval/epoch",
         "params",
         "aux params",
+        "seeds",
         "settings",
     ]
     rows = []
@@ -123,7 +123,6 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
             [
                 s["rule"],
                 s["blocks"],
-                ",".join(str(g["seed"]) for g in group),
                 _acc([g["test_acc"] for g in group]),
                 _acc([g.get("val_acc") for g in group]),
                 _acc([g["train_acc"] for g in group]),
@@ -133,6 +132,7 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
                 "-" if eval_s is None else f"{eval_s:.3f}s",
                 f"{s['params']:,}",
                 f"{s['aux_params']:,}",
+                ",".join(str(g["seed"]) for g in group),
                 settings_text(s),
             ]
         )
