@@ -95,9 +95,9 @@ def test_compare_uses_each_recipe_and_same_recipe_forces_one(capsys, tmp_path):
     assert main([*args, "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
     assert "settings" in out.splitlines()[0]
-    assert "adam 0.001 b100 tanh" in out and "adam 0.01 b100" in out
+    assert "adam 0.003 b100 tanh" in out and "adam 0.01 b100" in out
     rows = json.loads((tmp_path / "a.json").read_text())
-    assert [r["settings"]["lr"] for r in rows] == [1e-2, 1e-3]
+    assert [r["settings"]["lr"] for r in rows] == [1e-2, 3e-3]
     assert main([*args, "--same-recipe", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "tanh" not in out and out.count("adam 0.01 b100") == 2

@@ -8,8 +8,8 @@ off (``--val-split 0``) the epoch records carry ``test_acc`` as older runs did, 
 epoch's figure is the summary's (never a second pass over the test set).
 
 Evaluation runs at ``EVAL_BATCH`` samples per batch: on CPU a conv net's forward pass costs
-about twice the CPU per sample at batch 1,000 as at a few hundred (activations that no
-longer fit in cache), measured in BENCHMARKS.md ("evaluation cost").
+more per sample in large batches (measured, resnet20 on MNIST, one thread: 3.1-3.9 ms per
+sample at batch 50-100, 4.1-4.8 at 250, 8.1 at 1,000; BENCHMARKS.md, "evaluation cost").
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from locallearn.errors import UsageError
 if TYPE_CHECKING:  # engine.run imports this module
     from locallearn.engine.run import Run
 
-EVAL_BATCH = 250
-TRAIN_ACC_SAMPLES = 2_000  # the fixed training subset the summary's train_acc is measured on
+EVAL_BATCH = 100
+TRAIN_ACC_SAMPLES = 1_000  # the fixed training subset the summary's train_acc is measured on
 
 
 def resolve_run_config(cfg: RunConfig, *, custom_model: bool = False) -> RunConfig:

@@ -25,6 +25,7 @@ from locallearn.data.subset import split_validation
 from locallearn.engine.evaluation import Evaluator, resolve_run_config
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from locallearn.engine.loop import batches, train_epoch
+from locallearn.engine.threads import default_threads
 from locallearn.errors import UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
 from locallearn.models import MODELS, build_model
@@ -167,6 +168,10 @@ class Run:
             network = build_model(
                 cfg.model, self.data.input_shape, self.data.classes, **cfg.model_options()
             )
+        if cfg.threads is None and self.device.type == "cpu":
+            # Recorded in config.toml: a resumed run keeps the count (and its exact weights).
+            cfg = self.cfg = cfg.replace(threads=default_threads(network, self.data.input_shape))
+            apply_threads(cfg.threads)
         self.rule: Rule = build_rule(
             cfg.rule,
             network,
