@@ -28,6 +28,7 @@ from locallearn.engine.loop import batches, train_epoch
 from locallearn.engine.threads import default_threads
 from locallearn.errors import UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
+from locallearn.measure.memory import RSSWindow
 from locallearn.models import MODELS, build_model
 from locallearn.recipe import resolve as resolve_recipe
 from locallearn.recipe import settings_used
@@ -274,6 +275,9 @@ class Run:
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        # The memory training adds: data loading's peak (the float32 dataset) is the same for
+        # every rule and would hide the difference between them (measure does the same).
+        self._rss = RSSWindow()
         steps_per_epoch = -(-self._x_train.shape[0] // cfg.batch_size)
         bar = _progress_bar(
             self.progress,
@@ -360,6 +364,7 @@ class Run:
             "act_bytes_peak": state.act_bytes_peak,
             "block_act_bytes": state.block_act_bytes,
             "peak_rss_bytes": peak_rss_bytes(),
+            "rss_added_bytes": self._rss.added() if hasattr(self, "_rss") else None,
             "epoch_seconds": state.train_seconds / max(1, state.epoch),
             "samples_per_second": state.samples / state.train_seconds
             if state.train_seconds
