@@ -137,9 +137,9 @@ class DirectFeedbackAlignment(Rule):
     paper="Nokland, NeurIPS 2016",
     recipe=Recipe(
         optimizer="adam",
-        lr=1e-3,
+        lr=3e-4,
         batch_size=100,
-        source="Adam lr 1e-3, batch 100, chosen on validation (BENCHMARKS.md, recipes): the "
+        source="Adam lr 3e-4, batch 100, chosen on validation (BENCHMARKS.md, recipes): the "
         "global lr 1e-2 overshoots through the fixed feedback matrices",
     ),
     families=("dense",),

@@ -136,9 +136,9 @@ class FeedbackAlignment(Rule):
     paper="Lillicrap et al., Nature Communications 2016",
     recipe=Recipe(
         optimizer="adam",
-        lr=1e-3,
+        lr=3e-4,
         batch_size=100,
-        source="Adam lr 1e-3, batch 100, chosen on validation (BENCHMARKS.md, recipes): the "
+        source="Adam lr 3e-4, batch 100, chosen on validation (BENCHMARKS.md, recipes): the "
         "global lr 1e-2 overshoots through the fixed feedback matrices",
     ),
     families=("dense", "conv"),
