@@ -46,7 +46,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, rule, extra
     assert not (tmp_path / "crashed" / "summary.json").exists()
     resumed = resume_run(tmp_path / "crashed")
     assert resumed["weights_sha256"] == clean["weights_sha256"]
-    assert resumed["test_acc_curve"] == clean["test_acc_curve"]
+    assert resumed["val_acc_curve"] == clean["val_acc_curve"]
+    assert resumed["test_acc"] == clean["test_acc"]
     lines = (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
 

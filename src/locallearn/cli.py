@@ -83,6 +83,19 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     if compare:
         out.add_argument("--plot", default=None, help="write the comparison figure here (.png)")
     out.add_argument("--quiet", action="store_true", help="no progress output")
+    seeds = parser.add_argument_group("seeds and recipes")
+    seeds.add_argument(
+        "--seeds",
+        default=None,
+        help="train once per seed, e.g. 0,1,2; the table shows mean ± std, the JSON every run",
+    )
+    if compare:
+        seeds.add_argument(
+            "--same-recipe",
+            dest="same_recipe",
+            action="store_true",
+            help="train every rule with the global default recipe instead of its own",
+        )
 
 
 def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> None:
@@ -90,22 +103,31 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
     opt = parser.add_argument_group("optimisation")
     if epochs:
         opt.add_argument("--epochs", type=int, default=S, help="epochs (default: 60)")
-    opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
-    opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
-    opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
+    # Defaults of these: the rule's recipe (`locallearn list rules`), then the global one.
+    opt.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=S, help="default: recipe, else 100"
+    )
+    opt.add_argument(
+        "--lr", type=float, default=S, help="learning rate (default: recipe, else 1e-2)"
+    )
+    opt.add_argument(
+        "--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: recipe, else adam)"
+    )
     opt.add_argument(
         "--momentum",
         type=float,
         default=S,
-        help="SGD momentum (default: 0.9); an error with --optimizer adam",
+        help="SGD momentum (default: recipe, else 0.9); an error with adam",
     )
-    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
+    opt.add_argument(
+        "--weight-decay", dest="weight_decay", type=float, default=S, help="default: recipe, else 0"
+    )
     opt.add_argument(
         "--lr-schedule",
         dest="lr_schedule",
         default=S,
         help=f"{'|'.join(LR_SCHEDULES)}: lr per epoch; cooldown = constant for the first "
-        "half, then linear towards 0 (default: constant)",
+        "half, then linear towards 0 (default: recipe, else constant)",
     )
     opt.add_argument("--seed", type=int, default=S, help="default: 0")
     opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
@@ -240,7 +262,7 @@ def _version() -> str:
     return f"locallearn {__version__}"
 
 
-_NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules"}
+_NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules", "seeds", "same_recipe"}
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -259,9 +281,23 @@ def _config(args: argparse.Namespace) -> RunConfig:
     except UsageError as err:
         raise UsageError(f"config file {args.config!r}: {err}") from None
     cfg = config_from_mapping(flags, base)
-    check_momentum_applies({**values, **flags}, cfg)
+    from locallearn.api import default_rules, optimizers_used
+
+    if getattr(args, "rules", None):
+        rules = [r for r in args.rules.split(",") if r]
+    elif args.command == "compare":
+        rules = default_rules(cfg.model) if cfg.model in _model_names() else []
+    else:
+        rules = [cfg.rule]
+    check_momentum_applies({**values, **flags}, optimizers_used(cfg, rules))
     validate(cfg)
     return cfg
+
+
+def _model_names() -> list[str]:
+    from locallearn.models import MODELS
+
+    return MODELS.names()
 
 
 def _name_config_keys(message: str, args: argparse.Namespace) -> str:
@@ -316,9 +352,17 @@ def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
         now = time.monotonic()
         if now - last[0] >= 10 or record["epoch"] == cfg.epochs:
             last[0] = now
+            held_out = next(
+                (
+                    f"  {k.split('_')[0]} acc {record[k]:.4f}"
+                    for k in ("val_acc", "test_acc")
+                    if k in record
+                ),
+                "",
+            )
             print(
                 f"[{cfg.rule}] epoch {record['epoch']}/{cfg.epochs}  "
-                f"loss {_loss_text(record['train_loss'])}  test acc {record['test_acc']:.4f}",
+                f"loss {_loss_text(record['train_loss'])}{held_out}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -330,9 +374,13 @@ def _finished(summary: dict[str, Any], quiet: bool) -> None:
     if quiet:
         return
     from locallearn.report import format_bytes
+    from locallearn.report.table import settings_text
 
+    val = summary.get("val_acc")
     print(
-        f"[{summary['rule']}] test acc {summary['test_acc']:.4f}  "
+        f"[{summary['rule']}] seed {summary['seed']}  test acc {summary['test_acc']:.4f}  "
+        + (f"val acc {val:.4f}  " if val is not None else "")
+        + f"[{settings_text(summary)}]  "
         f"act memory {format_bytes(summary['act_bytes_peak'])}  "
         f"{summary['epoch_seconds']:.3f}s/epoch  -> {summary['run_dir']}",
         file=sys.stderr,
@@ -355,8 +403,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("rules", "rule"):
         from locallearn.rules import rule_infos
 
-        rows = [[r["name"], r["options"], r["description"]] for r in rule_infos()]
+        infos = rule_infos()
+        rows = [[r["name"], r["options"], r["description"]] for r in infos]
         print(format_table(["rule", "options", "description"], rows))
+        print()
+        rows = [[r["name"].split(" ")[0], r["recipe"], r["recipe_source"]] for r in infos]
+        print(format_table(["rule", "recipe (for options not set)", "source"], rows))
     elif what in ("models", "model"):
         from locallearn.models import model_infos
 
@@ -378,13 +430,30 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from locallearn.api import parse_seeds, train_seeds
     from locallearn.engine.run import Run
     from locallearn.report import summary_table
 
     cfg = _config(args)
-    out = _out_dir(args, Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}")
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    seed_text = "s" + "_".join(map(str, seeds)) if seeds else f"s{cfg.seed}"
+    out = _out_dir(args, Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}")
     _check_outputs(args)
     progress, on_epoch = _reporter(args.quiet)
+    if seeds:
+
+        def on_run(summaries: list[dict[str, Any]]) -> None:
+            _finished(summaries[-1], args.quiet)
+            if args.json != "-":  # partial results survive a crash in a later seed
+                _write_json(args.json, summaries)
+
+        summaries = train_seeds(
+            cfg, seeds, out, progress=progress, on_epoch=on_epoch, on_run=on_run
+        )
+        if args.json == "-":
+            _write_json(args.json, summaries)
+        print(summary_table(summaries), file=_table_stream(args))
+        return 0
     run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()
     _write_json(args.json, summary)
@@ -394,12 +463,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from locallearn.api import compare_configs, default_rules
+    from locallearn.api import compare_configs, default_rules, parse_seeds
     from locallearn.report import summary_table
 
     cfg = _config(args)
     rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules(cfg.model)
-    out = _out_dir(args, Path("runs") / f"compare-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}")
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    seed_text = "s" + "_".join(map(str, seeds)) if seeds else f"s{cfg.seed}"
+    out = _out_dir(args, Path("runs") / f"compare-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}")
     _check_outputs(args)
     progress, on_epoch = _reporter(args.quiet)
 
@@ -409,7 +480,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             _write_json(args.json, summaries)
 
     summaries = compare_configs(
-        cfg, rules, out, progress=progress, on_epoch=on_epoch, on_run=on_run
+        cfg,
+        rules,
+        out,
+        progress=progress,
+        on_epoch=on_epoch,
+        on_run=on_run,
+        seeds=seeds,
+        same_recipe=args.same_recipe,
     )
     if args.json == "-":
         _write_json(args.json, summaries)

@@ -21,15 +21,21 @@ from torch import nn
 from locallearn import __version__
 from locallearn.config import RunConfig, load_config_file, to_toml, validate
 from locallearn.data import DATASETS, Dataset, load_dataset
+from locallearn.data.subset import split_validation
 from locallearn.engine.checkpoint import check_belongs, identity, mismatch, read_checkpoint
 from locallearn.engine.divergence import diverged_stage
+from locallearn.engine.evaluation import Evaluator, resolve_run_config
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from locallearn.engine.limits import check_model_fits
 from locallearn.engine.lock import RunDirLock
-from locallearn.engine.loop import batches, evaluate, train_epoch
+from locallearn.engine.loop import batches, train_epoch
+from locallearn.engine.threads import default_threads
 from locallearn.errors import Diverged, UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
+from locallearn.measure.memory import RSSWindow
 from locallearn.models import MODELS, build_model
+from locallearn.recipe import resolve as resolve_recipe
+from locallearn.recipe import settings_used
 from locallearn.rules import RULES, Rule, build_rule
 
 CHECKPOINT_VERSION = 1
@@ -49,6 +55,9 @@ class TrainState:
     block_act_bytes: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
     samples: int = 0
+    eval_seconds: float = 0.0
+    best_epoch: int = 0  # --keep-best: the epoch of the best validation accuracy so far
+    best_val_acc: float | None = None
 
 
 def load_configured_dataset(cfg: RunConfig) -> Dataset:
@@ -60,6 +69,15 @@ def load_configured_dataset(cfg: RunConfig) -> Dataset:
         as_sequence=cfg.as_sequence,
         **cfg.data_options(),
     )
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """A run directory's config.toml; one written before --val-split existed trained on the
+    whole training set, and a resumed run must too."""
+    cfg = load_config_file(path)
+    if "val_split" not in path.read_text():
+        cfg = cfg.replace(val_split=0.0)
+    return cfg
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,6 +99,7 @@ def check_fresh_run_dir(run_dir: Path) -> None:
 
 
 def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    cfg = resolve_recipe(cfg, None)  # a config not resolved by a Run: unset = global default
     # foreach: one batched call over a block's tensors instead of a Python loop per tensor;
     # with many small blocks and heads the loop would rival the forward/backward work.
     if cfg.optimizer == "adam":
@@ -135,6 +154,8 @@ class Run:
         RULES.get(cfg.rule)
         if network is None:
             MODELS.get(cfg.model)
+        cfg = resolve_run_config(cfg, custom_model=network is not None)
+        validate(cfg)
         if dataset is None:
             DATASETS.get(cfg.data)
         self.cfg = cfg
@@ -145,6 +166,8 @@ class Run:
         self.device = resolve_device(cfg.device)
         apply_threads(cfg.threads)
         self.data = dataset if dataset is not None else load_configured_dataset(cfg)
+        if self.data.x_val is None and cfg.val_split > 0:
+            self.data = split_validation(self.data, cfg.val_split, cfg.data_seed or 0)
         if cfg.augment and self.data.augment is None:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
         check_accelerator_options(cfg, self.device)
@@ -155,6 +178,10 @@ class Run:
             network = build_model(
                 cfg.model, self.data.input_shape, self.data.classes, **cfg.model_options()
             )
+        if cfg.threads is None and self.device.type == "cpu":
+            # Recorded in config.toml: a resumed run keeps the count (and its exact weights).
+            cfg = self.cfg = cfg.replace(threads=default_threads(network, self.data.input_shape))
+            apply_threads(cfg.threads)
         self.rule: Rule = build_rule(
             cfg.rule,
             network,
@@ -172,6 +199,7 @@ class Run:
         self.state = TrainState()
         self._x_train, self._y_train = self._to_device(self.data.x_train, self.data.y_train)
         self._x_test, self._y_test = self._to_device(self.data.x_test, self.data.y_test)
+        self.evaluator = Evaluator(self)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Datasets here fit in device memory; one copy up front beats a copy per batch. On
@@ -210,18 +238,18 @@ class Run:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        atomic_torch_save(
-            path,
-            {
-                "version": CHECKPOINT_VERSION,
-                "identity": identity(self.cfg),
-                "network": self.rule.network.state_dict(),
-                "rule": self.rule.state_dict(),
-                "optimizers": [opt.state_dict() for opt in self.optimizers],
-                "rng": rng,
-                "state": asdict(self.state),
-            },
-        )
+        ckpt = {
+            "version": CHECKPOINT_VERSION,
+            "identity": identity(self.cfg),
+            "network": self.rule.network.state_dict(),
+            "rule": self.rule.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "rng": rng,
+            "state": asdict(self.state),
+        }
+        if self.evaluator.best is not None:
+            ckpt["best"] = self.evaluator.best
+        atomic_torch_save(path, ckpt)
 
     def load_checkpoint(self) -> None:
         path = self._path("checkpoint.pt")
@@ -242,6 +270,7 @@ class Run:
             if "cuda" in ckpt["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
             self.state = TrainState(**ckpt["state"])
+            self.evaluator.best = ckpt.get("best")
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             # Shapes or keys that do not fit the model config.toml describes.
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -271,6 +300,9 @@ class Run:
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        # The memory training adds: data loading's peak (the float32 dataset) is the same for
+        # every rule and would hide the difference between them (measure does the same).
+        self._rss = RSSWindow()
         steps_per_epoch = -(-self._x_train.shape[0] // cfg.batch_size)
         bar = _progress_bar(
             self.progress,
@@ -302,12 +334,11 @@ class Run:
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
             self._check_divergence(epoch, losses)
-            test_acc = evaluate(self.rule, self._x_test, self._y_test)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": losses[-1],
                 "block_losses": losses,
-                "test_acc": test_acc,
+                **self.evaluator.after_epoch(epoch),
                 "epoch_seconds": seconds,
                 "act_bytes_peak": meter.peak,
             }
@@ -323,7 +354,7 @@ class Run:
             self._save_checkpoint()
             self._write_metrics()
             if bar:
-                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), test=f"{test_acc:.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), **_held_out(record))
             if self.on_epoch is not None:
                 self.on_epoch(record, cfg)
         if bar:
@@ -363,6 +394,14 @@ class Run:
         raise Diverged(message, epoch=epoch + 1, block=block + 1, lr=lr)
 
     def summary(self) -> dict[str, Any]:
+        """The summary of the run so far: the test set evaluated once, here, at the end."""
+        final = self.evaluator.final()
+        out = self._summary()
+        out.update(final)
+        out["eval_seconds"] = self.state.eval_seconds / max(1, self.state.epoch)
+        return out
+
+    def _summary(self) -> dict[str, Any]:
         cfg, state, rule = self.cfg, self.state, self.rule
         last = state.history[-1] if state.history else {}
         out: dict[str, Any] = {
@@ -373,8 +412,6 @@ class Run:
             "epochs": state.epoch,
             "seed": cfg.seed,
             "device": str(self.device),
-            "test_acc": evaluate(rule, self._x_test, self._y_test),
-            "train_acc": evaluate(rule, self._x_train, self._y_train),
             "train_loss": last.get("train_loss"),
             "block_losses": last.get("block_losses"),
             "params": count_params(rule.network.parameters()),
@@ -382,6 +419,7 @@ class Run:
             "act_bytes_peak": state.act_bytes_peak,
             "block_act_bytes": state.block_act_bytes,
             "peak_rss_bytes": peak_rss_bytes(),
+            "rss_added_bytes": self._rss.added() if hasattr(self, "_rss") else None,
             "epoch_seconds": state.train_seconds / max(1, state.epoch),
             "samples_per_second": state.samples / state.train_seconds
             if state.train_seconds
@@ -391,9 +429,19 @@ class Run:
             "batch_size": cfg.batch_size,
             "lr": cfg.lr,
             "optimizer": cfg.optimizer,
+            "settings": settings_used(cfg),
+            "recipe_from": cfg.recipe_from,
+            "threads": torch.get_num_threads(),
             "train_size": int(self._x_train.shape[0]),
+            "val_size": int(self.data.y_val.shape[0]) if self.data.y_val is not None else 0,
             "test_size": int(self._x_test.shape[0]),
-            "test_acc_curve": [r["test_acc"] for r in state.history],
+            # Per-epoch held-out accuracy: validation (older runs and --val-split 0: test).
+            "val_acc_curve": [r.get("val_acc") for r in state.history],
+            **(
+                {"test_acc_curve": [r.get("test_acc") for r in state.history]}
+                if any("test_acc" in r for r in state.history)
+                else {}
+            ),
             "train_loss_curve": [r["train_loss"] for r in state.history],
             "torch_version": torch.__version__,
             "locallearn_version": __version__,
@@ -406,6 +454,13 @@ class Run:
 
 def _fmt(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.3f}"
+
+
+def _held_out(record: dict[str, Any]) -> dict[str, str]:
+    for key in ("val_acc", "test_acc"):
+        if record.get(key) is not None:
+            return {key.split("_")[0]: f"{record[key]:.3f}"}
+    return {}
 
 
 def check_accelerator_options(cfg: RunConfig, device: torch.device) -> None:
@@ -431,7 +486,7 @@ def resume_run(
     config_path = run_dir / "config.toml"
     if not config_path.exists():
         raise UsageError(f"{run_dir} is not a run directory: {config_path} does not exist")
-    cfg = load_config_file(config_path)
+    cfg = load_run_config(config_path)
     run = Run(cfg, run_dir, progress=progress, on_epoch=on_epoch)
     assert run.lock is not None
     with run.lock:  # before reading the checkpoint: another writer may be replacing it

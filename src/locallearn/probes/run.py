@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from locallearn.config import load_config_file
 from locallearn.data import Dataset
 from locallearn.engine.io import atomic_write_json
 from locallearn.engine.loop import batches, evaluate
@@ -180,7 +179,9 @@ def _load(run_dir: Path, custom_given: bool) -> Any:
         )
     if not (run_dir / "checkpoint.pt").exists():
         raise UsageError(f"{run_dir} holds no checkpoint.pt: the run never finished an epoch")
-    cfg = load_config_file(config_path)
+    from locallearn.engine.run import load_run_config
+
+    cfg = load_run_config(config_path)
     if not custom_given and "custom" in (cfg.model, cfg.data):
         what = "model" if cfg.model == "custom" else "dataset"
         raise UsageError(

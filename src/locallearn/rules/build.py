@@ -74,12 +74,16 @@ def rule_applies(rule: str, model: str) -> bool:
 
 
 def rule_infos() -> list[dict[str, str]]:
+    from locallearn.recipe import Recipe
+
     return [
         {
             "name": e.name + (f" ({', '.join(e.aliases)})" if e.aliases else ""),
             "options": e.flags,
             "description": e.description,
             "paper": e.meta.get("paper", ""),
+            "recipe": (e.meta.get("recipe") or Recipe()).text(),
+            "recipe_source": (e.meta.get("recipe") or Recipe()).source or "-",
         }
         for e in RULES.entries()
     ]
