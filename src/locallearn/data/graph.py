@@ -22,42 +22,20 @@ each edge leaving a uniformly drawn node lands in the same community with probab
 
 from __future__ import annotations
 
-import collections
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse
 import torch
 
 from locallearn.data.base import DATASETS, Dataset
 from locallearn.data.files import corrupt_file, locate_files
-from locallearn.data.safe_pickle import safe_load
+from locallearn.data.safe_pickle import PLANETOID_TYPES, safe_load
 from locallearn.errors import UsageError
-
-try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
 
 IGNORE = -100  # label of a node outside the split: F.cross_entropy's default ignore_index
 
-# What the Planetoid pickles hold (Python 2, protocol 2): numpy arrays, scipy CSR matrices,
-# and the adjacency dict (a defaultdict of lists of ints).
-# Each name maps to today's home of the object (scipy.sparse.csr and numpy.core are
-# deprecated paths), so nothing is imported by the name the file gives.
-PLANETOID_TYPES = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("scipy.sparse.csr", "csr_matrix"): scipy.sparse.csr_matrix,
-    ("scipy.sparse._csr", "csr_matrix"): scipy.sparse.csr_matrix,
-    ("collections", "defaultdict"): collections.defaultdict,
-    ("__builtin__", "list"): list,
-    ("builtins", "list"): list,
-}
 PLANETOID_PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 # nodes, features, classes, directed edges, for `locallearn list datasets`. Cora's figures
 # are what read_planetoid gives on the real files; CiteSeer's and PubMed's are the counts
@@ -103,10 +81,9 @@ class Graph:
 @dataclass
 class GraphDataset(Dataset):
     """A ``Dataset`` of one graph's nodes (see the module docstring); ``y_val`` labels the
-    validation nodes the same way."""
+    validation nodes the same way (``x_val`` is the same features tensor)."""
 
     graph: Graph | None = None
-    y_val: torch.Tensor | None = None
 
 
 def make_graph_dataset(name: str, x: torch.Tensor, graph: Graph, source: str) -> GraphDataset:
@@ -119,6 +96,7 @@ def make_graph_dataset(name: str, x: torch.Tensor, graph: Graph, source: str) ->
         classes=graph.classes,
         source=source,
         graph=graph,
+        x_val=x,
         y_val=graph.masked(graph.val_mask),
     )
 
@@ -175,9 +153,11 @@ def read_planetoid(name: str, data_dir: Path) -> GraphDataset:
     parts = {}
     for part in ("x", "y", "tx", "ty", "allx", "ally"):
         path = files[f"ind.{name}.{part}"]
-        parts[part] = _dense(safe_load(path, PLANETOID_TYPES, label=name), path, name)
+        parts[part] = _dense(
+            safe_load(path, PLANETOID_TYPES, encoding="latin1", dataset=name), path, name
+        )
     graph_path = files[f"ind.{name}.graph"]
-    adjacency = safe_load(graph_path, PLANETOID_TYPES, label=name)
+    adjacency = safe_load(graph_path, PLANETOID_TYPES, encoding="latin1", dataset=name)
     if not isinstance(adjacency, dict):
         raise corrupt_file(name, graph_path, f"holds a {type(adjacency).__name__}, not a dict")
     index_path = files[f"ind.{name}.test.index"]

@@ -31,6 +31,7 @@ from torch import nn
 
 from locallearn.errors import UsageError, unknown_choice
 from locallearn.models.gnn import is_graph_network
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Rule, Signal, Stage
 from locallearn.rules.forwardgnn import build_graph_ff
 from locallearn.rules.schedule import LayerAfterLayer
@@ -344,6 +345,17 @@ class ForwardForward(Rule):
     description="Forward-Forward: per-layer goodness of positive vs wrong-label data",
     options=("ff_readout", "ff_schedule", "ff_peer_norm", "ff_negatives"),
     paper="Hinton, 'The Forward-Forward Algorithm' (2022); graphs: Park et al., ICLR 2024",
+    recipe=Recipe(
+        optimizer="sgd",
+        lr=1e-3,
+        momentum=0.9,
+        weight_decay=3e-4,
+        lr_schedule="cooldown",
+        batch_size=100,
+        source="the public reimplementation loeweX/Forward-Forward (MNIST 3x1000, 1.45% "
+        "error): SGD lr 1e-3, momentum 0.9, weight decay 3e-4, batch 100, lr cooled down "
+        "over the second half",
+    ),
     families=("dense", "graph"),
     layerwise=True,
 )
