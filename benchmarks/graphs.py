@@ -72,6 +72,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         opts.update(depth=depth, width=64, seed=seed, epochs=args.epochs)
         if rule in LAYERWISE:
             opts.update(epochs=args.layer_epochs, patience=args.patience)
+        if rule == "ff":  # ff's recipe is MNIST's (SGD 1e-3, cooldown); graphs: as the others
+            opts.update(optimizer="adam", lr=1e-2, lr_schedule="constant")
         return dict(part="cora", opts=opts)
 
     first = [cora(m, d, args.seeds[0], r) for m in args.models for d in args.depths for r in RULES]
