@@ -111,6 +111,9 @@ class Evaluator:
         out: dict[str, Any] = {"test_acc": self.test_acc()}
         vals = [r["val_acc"] for r in run.state.history if r.get("val_acc") is not None]
         out["val_acc"] = vals[-1] if vals else None
+        if getattr(run, "stopper", None) is not None and self.val is not None:
+            # --patience restored each layer's best state after its last epoch's record.
+            out["val_acc"] = self._timed(*self.val)
         if not hasattr(self, "_train_acc") or self._train_acc[0] != run.state.epoch:
             self._train_acc = (run.state.epoch, self._timed(*self.train_subset))
         out["train_acc"] = self._train_acc[1]
