@@ -34,7 +34,9 @@ OFFLINE = {
 }
 GENERATED = {"dsd", "shortcut"}  # synthetic tasks (tests/test_dsd.py, tests/test_shortcut.py)
 FILES = {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "stl10"}
-ALL = {*OFFLINE, *GENERATED, *FILES}
+# Graph datasets (one graph, node classification): tests/test_graphs.py.
+GRAPHS = {"cora": 7, "citeseer": 6, "pubmed": 3, "sbm": 4}
+ALL = {*OFFLINE, *GENERATED, *FILES, *GRAPHS}
 IDX_NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -67,8 +69,9 @@ def test_registry_holds_every_family() -> None:
     infos = dataset_infos()
     assert [info["name"] for info in infos] == sorted(ALL)
     for info in infos:
-        assert set(info) == {"name", "shape", "classes", "source", "description"}
-        expected = {"cifar100": 100, "dsd": 2, "shortcut": 2}.get(info["name"], 10)
+        graph = {"nodes", "edges"} if info["name"] in GRAPHS else set()
+        assert set(info) == {"name", "shape", "classes", "source", "description", *graph}
+        expected = {"cifar100": 100, "dsd": 2, "shortcut": 2, **GRAPHS}.get(info["name"], 10)
         assert info["classes"] == expected
         assert isinstance(info["shape"], tuple) and info["source"] and info["description"]
 
