@@ -164,7 +164,7 @@ def write_section(args: argparse.Namespace, results: list[dict[str, Any]]) -> No
         "## Graphs: bp, greedy, sf, ff on Cora and sbm (issue 14)",
         "",
         f"- command: `flock /tmp/locallearn-bench.lock {command_line().replace(' --render', '')}`",
-        f"- machine: {machine()}; 1 thread; date {today()}; `uptime` at the last run: {uptime}",
+        f"- machine: {machine()}; 1 thread; date {today()}; `uptime` when this section was written: {uptime}",
         "- timings were taken while other helpers ran tests on the same 2 cores: noisy, "
         "compare rules within a row group only.",
         f"- bp/greedy: Adam lr 1e-2, {args.epochs} full-graph epochs, dropout 0.5; sf/ff: "
@@ -187,7 +187,8 @@ def write_section(args: argparse.Namespace, results: list[dict[str, Any]]) -> No
         "Per layer: what the first and the last block held at their peak (bp is one block). "
         f"bp and greedy deeper than {args.big_bp_depth} layers on 10^5 nodes are left out "
         "(--big-bp-depth, to keep the run short on a shared machine; bp's peak grows by about "
-        "100 MiB a layer there, so roughly 0.8 GiB at 16 layers: extrapolated, not measured).",
+        "54 MiB a layer there, so roughly 0.8 GiB at 16 layers: extrapolated, not measured). "
+        "The sbm accuracies are after 3 epochs (sf: 3 a layer) and say little.",
         "",
         "Notes:",
         "- n in the test-acc column is the number of seeds that finished; the plan runs seed "
@@ -196,7 +197,7 @@ def write_section(args: argparse.Namespace, results: list[dict[str, Any]]) -> No
         "- ff on graphs (label appending, Adam 1e-2) stays near chance on Cora: its goodness "
         "learns to separate positive from negative copies of the training nodes (the loss "
         "falls), but trying each label on every other node does not rank the true class "
-        "first. The paper reports its FF variants below SF; we have not matched them.",
+        "first. We have not compared it with the paper's FF figures (not at hand).",
         "- sf keeps its accuracy as the network deepens (each layer learns from its own "
         "signal and is restored to its best validation state), while bp (60 epochs, no "
         "residuals or normalisation) falls at 8 layers and collapses at 16 in our runs.",
