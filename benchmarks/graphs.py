@@ -160,11 +160,13 @@ def sbm_table(results: list[dict[str, Any]]) -> list[str]:
 
 def write_section(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    command = command_line().replace(" --render", "")
     body = [
         "## Graphs: bp, greedy, sf, ff on Cora and sbm (issue 14)",
         "",
-        f"- command: `flock /tmp/locallearn-bench.lock {command_line().replace(' --render', '')}`",
-        f"- machine: {machine()}; 1 thread; date {today()}; `uptime` when this section was written: {uptime}",
+        f"- command: `flock /tmp/locallearn-bench.lock {command}`",
+        f"- machine: {machine()}; 1 thread; date {today()}; "
+        f"`uptime` when this section was written: {uptime}",
         "- timings were taken while other helpers ran tests on the same 2 cores: noisy, "
         "compare rules within a row group only.",
         f"- bp/greedy: Adam lr 1e-2, {args.epochs} full-graph epochs, dropout 0.5; sf/ff: "
