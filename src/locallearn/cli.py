@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from locallearn import cli_results
 from locallearn.config import (
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -21,6 +22,7 @@ from locallearn.config import (
     config_from_mapping,
     load_config_file,
 )
+from locallearn.engine.provenance import set_command
 from locallearn.engine.run import EpochCallback
 from locallearn.errors import UsageError
 
@@ -139,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(sub.add_parser("compare", help="train several rules and compare"), compare=True)
     resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
     resume.add_argument("run_dir")
+    resume.add_argument(
+        "--epochs", type=int, default=None, help="extend the run to N epochs in total"
+    )
     resume.add_argument("--json", default=None, help="write the summary here")
     resume.add_argument("--quiet", action="store_true", help="no progress output")
     _measure_options(
@@ -146,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _sweep_options(sub.add_parser("sweep", help="studies: `sweep dsd` (DSD sample complexity)"))
     _probe_options(sub.add_parser("probe", help="what a finished run learned (probes, collapse)"))
+    cli_results.add_parsers(sub)
     return parser
 
 
@@ -202,7 +208,9 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
     _optimisation_options(parser, epochs=False)
     run = parser.add_argument_group("run")
-    _field_options({"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence"))
+    _field_options(
+        {"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence", "log")
+    )
     timing = parser.add_argument_group("measurement")
     timing.add_argument(
         "--steps", type=int, default=3, help="timed steps (default: 3; 0: memory only)"
@@ -374,7 +382,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from locallearn.report import summary_table
 
     progress, on_epoch = _reporter(args.quiet)
-    summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch)
+    summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch, epochs=args.epochs)
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
     print(summary_table([summary]))
@@ -488,11 +496,13 @@ COMMANDS = {
     "measure": cmd_measure,
     "sweep": cmd_sweep,
     "probe": cmd_probe,
+    **cli_results.COMMANDS,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_command(["locallearn", *(sys.argv[1:] if argv is None else argv)])
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:

@@ -103,6 +103,9 @@ class RunConfig:
     amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
     channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
     threads: int | None = _opt("run", "intra-op CPU threads per process (default: torch's)")
+    log: str | None = _opt(
+        "run", "also log each epoch as csv|tensorboard (comma-separated), beside metrics.jsonl"
+    )
 
     def _group(self, group: str) -> dict[str, Any]:
         return {

@@ -22,7 +22,9 @@ from locallearn import __version__
 from locallearn.config import RunConfig, load_config_file, to_toml, validate
 from locallearn.data import DATASETS, Dataset, load_dataset
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from locallearn.engine.logs import EpochLogs, parse_log_kinds
 from locallearn.engine.loop import batches, evaluate, train_epoch
+from locallearn.engine.provenance import write_resumed, write_started
 from locallearn.errors import UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
 from locallearn.models import MODELS, build_model
@@ -141,6 +143,7 @@ class Run:
         if cfg.augment and self.data.augment is None:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
         check_accelerator_options(cfg, self.device)
+        self.log_kinds = parse_log_kinds(cfg.log)
         torch.manual_seed(cfg.seed)
         if network is None:
             network = build_model(
@@ -244,6 +247,8 @@ class Run:
         if self.run_dir is not None and self.state.epoch == 0:
             check_fresh_run_dir(self.run_dir)
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
+            write_started(self.run_dir, str(self.device))
+        logs = EpochLogs(self.run_dir, self.log_kinds, self.state.epoch)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         steps_per_epoch = -(-self._x_train.shape[0] // cfg.batch_size)
@@ -261,9 +266,10 @@ class Run:
                 self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
             )
             self.rule.begin_epoch(epoch, cfg.epochs)
+            lr = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
             for optimizer in self.optimizers:
                 for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
+                    group["lr"] = lr
             start = time.perf_counter()
             losses, samples = train_epoch(
                 self.rule,
@@ -284,6 +290,7 @@ class Run:
                 "test_acc": test_acc,
                 "epoch_seconds": seconds,
                 "act_bytes_peak": meter.peak,
+                "lr": lr,
             }
             self.state.epoch = epoch + 1
             self.state.history.append(record)
@@ -296,10 +303,12 @@ class Run:
             # the checkpoint's history, so a kill between the two writes loses nothing.
             self._save_checkpoint()
             self._write_metrics()
+            logs.write(self.state.history)
             if bar:
                 bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), test=f"{test_acc:.3f}")
             if self.on_epoch is not None:
                 self.on_epoch(record, cfg)
+        logs.close()
         if bar:
             bar.close()
         summary = self.summary()
@@ -369,20 +378,68 @@ def _progress_bar(enabled: bool, **kwargs: Any) -> Any:
 
 
 def resume_run(
-    run_dir: str | Path, *, progress: bool = False, on_epoch: EpochCallback | None = None
+    run_dir: str | Path,
+    *,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its last checkpoint; returns its summary."""
+    """Continue the run in ``run_dir`` from its last checkpoint; returns its summary.
+
+    ``epochs`` extends the run (finished or not) to that many epochs in total; see
+    ``extend_config`` for what that does to a schedule planned for the old total.
+    """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.toml"
     if not config_path.exists():
         raise UsageError(f"{run_dir} is not a run directory: {config_path} does not exist")
     cfg = load_config_file(config_path)
+    if epochs is not None:
+        cfg = extend_config(cfg, epochs, run_dir)
     run = Run(cfg, run_dir, progress=progress, on_epoch=on_epoch)
     if (run_dir / "checkpoint.pt").exists():
         run.load_checkpoint()
     # else: the run died before its first checkpoint; with the same seed, starting over is
     # exactly what an uninterrupted run would have done.
+    if epochs is not None and epochs < run.state.epoch:
+        raise UsageError(
+            f"--epochs {epochs} is fewer than the {run.state.epoch} epochs {run_dir} has "
+            "already trained; give a larger total"
+        )
     summary_path = run_dir / "summary.json"
     if run.state.epoch >= cfg.epochs and summary_path.exists():
         return json.loads(summary_path.read_text())
+    if epochs is not None:
+        atomic_write_text(config_path, to_toml(cfg))  # the directory now plans `epochs`
+    if run.state.epoch > 0:  # else fit() starts the run over and records it as started
+        write_resumed(run_dir, str(run.device))
     return run.fit()
+
+
+def extend_config(cfg: RunConfig, epochs: int, run_dir: Path) -> RunConfig:
+    """``cfg`` planned for ``epochs`` in total (``resume --epochs``).
+
+    A constant schedule continues exactly as if the run had been planned that long: on CPU the
+    weights equal those of a run trained for ``epochs`` from the start. A schedule computed
+    from the total (cosine, cooldown; Forward-Forward's greedy layer schedule) is re-planned
+    for the new total: epochs already trained keep what they had, the rest follow the new
+    plan from the current epoch on (so a cosine lr that had decayed to ~0 jumps back up).
+    The result then differs from a run planned for ``epochs`` from the start; a warning says
+    so.
+    """
+    if epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {epochs}")
+    if epochs != cfg.epochs:
+        planned = [f"--lr-schedule {cfg.lr_schedule}"] if cfg.lr_schedule != "constant" else []
+        if cfg.ff_schedule == "greedy":
+            planned.append("--ff-schedule greedy")
+        if planned:
+            import warnings
+
+            warnings.warn(
+                f"{run_dir}: {' and '.join(planned)} depend on the total epochs; extending "
+                f"from {cfg.epochs} to {epochs} re-plans them for {epochs} from the current "
+                f"epoch on, so the result differs from a run planned for {epochs} epochs",
+                stacklevel=3,
+            )
+    return cfg.replace(epochs=epochs)
