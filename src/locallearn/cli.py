@@ -514,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        set_command(None)  # a later run started from Python in this process is not ours
 
 
 if __name__ == "__main__":
