@@ -138,12 +138,12 @@ class Run:
         self.progress = progress
         self.on_epoch = on_epoch
         self.device = resolve_device(cfg.device)
+        self.log_kinds = parse_log_kinds(cfg.log)  # before the data: a missing package fails fast
         apply_threads(cfg.threads)
         self.data = dataset if dataset is not None else load_configured_dataset(cfg)
         if cfg.augment and self.data.augment is None:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
         check_accelerator_options(cfg, self.device)
-        self.log_kinds = parse_log_kinds(cfg.log)
         torch.manual_seed(cfg.seed)
         if network is None:
             network = build_model(
