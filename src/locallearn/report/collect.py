@@ -226,8 +226,12 @@ def _common_parent(paths: list[Path]) -> str:
 
 
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
+    """The finished runs, grouped by configuration; a run without a result (interrupted,
+    running, diverged) has no row in the comparison (the runs table lists it)."""
     groups: dict[tuple[Any, ...], Group] = {}
     for run in runs:
+        if run.status != "finished" or run.summary is None:
+            continue
         groups.setdefault(run.group_key(), Group()).runs.append(run)
     return list(groups.values())
 

@@ -120,7 +120,9 @@ def group_labels(groups: Sequence[Group]) -> list[str]:
     return out
 
 
-def comparison_table(groups: Sequence[Group], labels: Sequence[str]) -> str:
+def comparison_table(groups: Sequence[Group], labels: Sequence[str], unfinished: int) -> str:
+    if not groups:
+        return '<p class="note">No run has finished yet: the runs table lists them.</p>'
     any_val = any(g.values("val_acc") for g in groups)
     headers = ["rule", "K", "model", "data", "seeds"]
     headers += ["val acc"] if any_val else []
@@ -163,6 +165,11 @@ def comparison_table(groups: Sequence[Group], labels: Sequence[str]) -> str:
         "the exact peak of bytes saved for backward in a training step; vs BP: its ratio to "
         "the BP run on the same model, data and batch size. time/epoch: training only."
     )
+    if unfinished:
+        note += (
+            f" {unfinished} run(s) without a result (interrupted, running or diverged) are "
+            "listed under Runs only."
+        )
     return _table("Comparison of configurations", headers, rows, "comparison", note)
 
 
@@ -427,7 +434,7 @@ def render_html(runs: Sequence[RunRecord], title: str | None = None) -> str:
         f'<p class="meta">{len(runs)} run(s) ({escape(status_text)}) in {len(groups)} '
         f"configuration(s); written {stamp} by locallearn {escape(__version__)}.</p></header>",
         '<section aria-labelledby="h-comparison"><h2 id="h-comparison">Comparison</h2>',
-        comparison_table(groups, labels),
+        comparison_table(groups, labels, len(runs) - sum(len(g.runs) for g in groups)),
         "</section>",
         curves_section(runs),
         memory_section(groups, labels),

@@ -1,0 +1,73 @@
+"""locallearn runs [DIR]: every run of a folder with the right status."""
+
+import json
+
+import pytest
+
+from locallearn.cli import main
+from locallearn.engine.index import is_locked, list_runs
+from results_fixtures import held_lock
+
+
+@pytest.fixture
+def runs(result_runs):
+    return result_runs
+
+
+def test_every_run_has_its_status(runs, capsys):
+    root, dirs = runs
+    with held_lock(dirs["greedy-s1"]):
+        assert is_locked(dirs["greedy-s1"])
+        assert main(["runs", str(root), "--json"]) == 0
+        entries = {e["run_dir"]: e for e in json.loads(capsys.readouterr().out)}
+    assert not is_locked(dirs["greedy-s1"])  # the probe released nothing it did not take
+    status = {name: entries[str(d)]["status"] for name, d in dirs.items()}
+    assert status == {
+        "bp-s0": "finished",
+        "greedy-s0": "finished",
+        "bp-s1": "finished",
+        "greedy-s1": "running",
+        "cut": "interrupted",
+        "diverged": "diverged",
+        "validated": "finished",
+    }
+    cut = entries[str(dirs["cut"])]
+    assert (cut["epochs_done"], cut["epochs_planned"]) == (1, 2)
+    assert cut["rule"] == "greedy" and cut["model"] == "mlp" and cut["data"] == "mnist1d"
+    assert entries[str(dirs["diverged"])]["diverged"]["message"] == "loss is nan"
+    # the diverged record's accuracy is not a result: the best comes from the ok epoch only
+    first = json.loads((dirs["diverged"] / "metrics.jsonl").read_text().splitlines()[0])
+    assert entries[str(dirs["diverged"])]["best_test_acc"] == first["test_acc"]
+    validated = entries[str(dirs["validated"])]
+    assert validated["best_val_acc"] == 0.42 and validated["seed"] == 7
+    finished = entries[str(dirs["bp-s0"])]
+    curve = json.loads((dirs["bp-s0"] / "summary.json").read_text())["test_acc_curve"]
+    assert finished["best_test_acc"] == max(curve) and finished["best_val_acc"] is None
+    assert finished["started"].endswith("Z") and finished["epochs_done"] == 2
+
+
+def test_table_and_filters(runs, capsys):
+    root, dirs = runs
+    assert main(["runs", str(root)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["started", "(UTC)", "rule"]
+    assert len(table) == 2 + len(dirs)
+    assert any("interrupted" in line and "1/2" in line for line in table)
+    assert any("diverged" in line for line in table)
+
+    assert [e["run_dir"] for e in list_runs(root, status="interrupted")] == [str(dirs["cut"])]
+    assert {e["rule"] for e in list_runs(root, rule="bp")} == {"bp"}
+    assert len(list_runs(root, rule="bp")) == 3  # two seeds and the diverged copy
+    assert list_runs(root, data="mnist") == []
+    assert main(["runs", str(root), "--data", "mnist"]) == 0
+    assert "match the filters" in capsys.readouterr().out
+
+
+def test_runs_errors(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist; give the folder that holds your runs (default: runs/)" in err
+    assert main(["runs", str(tmp_path), "--status", "done"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --status 'done'" in err
+    assert "valid choices: diverged, finished, interrupted, running" in err
