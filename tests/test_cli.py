@@ -87,6 +87,7 @@ def test_train_writes_the_run_directory(capsys, tmp_path):
     assert code == 0
     assert {p.name for p in out_dir.iterdir()} == {
         "config.toml",
+        "command.json",
         "metrics.jsonl",
         "summary.json",
         "checkpoint.pt",
