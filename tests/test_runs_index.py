@@ -71,3 +71,11 @@ def test_runs_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown --status 'done'" in err
     assert "valid choices: diverged, finished, interrupted, running" in err
+
+
+def test_a_config_from_a_newer_version_is_listed_with_its_error(tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.toml").write_text('rule = "greedy"\nepochs = 9\nwarp = 3\n')
+    [entry] = list_runs(tmp_path)
+    assert (entry["rule"], entry["model"], entry["epochs_planned"]) == ("greedy", "cnn1d", 9)
+    assert entry["status"] == "interrupted" and "unknown configuration key 'warp'" in entry["error"]

@@ -17,13 +17,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from locallearn.config import RunConfig, load_config_file
 from locallearn.engine.provenance import read_command
 from locallearn.errors import UsageError, unknown_choice
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 STATUSES = ("finished", "running", "interrupted", "diverged")
 LOCK_FILE = ".lock"
@@ -105,29 +112,37 @@ def _started(run_dir: Path) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
+def _config_values(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The config's values with the defaults filled in. A config this version cannot load
+    (a key from a newer version, a damaged file) still gives what its TOML holds, plus the
+    error: the index lists such a run instead of failing on it."""
+    try:
+        return asdict(load_config_file(path)), None
+    except UsageError as err:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, ValueError):
+            raw = {}
+        return {**asdict(RunConfig()), **raw} if raw else {}, str(err)
+
+
 def describe_run(run_dir: str | Path) -> dict[str, Any]:
     """One run's index entry (see the module docstring for ``status``)."""
     run_dir = Path(run_dir)
-    try:
-        cfg = load_config_file(run_dir / "config.toml")
-    except UsageError as err:  # a damaged config is listed, not fatal for the whole index
-        cfg, error = None, str(err)
-    else:
-        error = None
+    values, error = _config_values(run_dir / "config.toml")
     records = read_metrics(run_dir)
     epochs_done = max((int(r["epoch"]) for r in records if "epoch" in r), default=0)
     summary = read_summary(run_dir)
-    c = cfg or RunConfig()
     entry: dict[str, Any] = {
         "run_dir": str(run_dir),
         "started": _started(run_dir),
-        "rule": c.rule if cfg else None,
-        "model": c.model if cfg else None,
-        "data": c.data if cfg else None,
-        "seed": c.seed if cfg else None,
-        "blocks": (summary or {}).get("blocks", c.blocks if cfg else None),
+        "rule": values.get("rule"),
+        "model": values.get("model"),
+        "data": values.get("data"),
+        "seed": values.get("seed"),
+        "blocks": (summary or {}).get("blocks", values.get("blocks")),
         "epochs_done": epochs_done,
-        "epochs_planned": c.epochs if cfg else None,
+        "epochs_planned": values.get("epochs"),
         "status": run_status(run_dir, records),
         "best_val_acc": _best(records, "val_acc"),
         "best_test_acc": _best(records, "test_acc"),
