@@ -13,6 +13,7 @@ from locallearn.engine.run import Run
 from locallearn.errors import UsageError
 from locallearn.measure import weights_sha256
 from locallearn.models import MODELS
+from locallearn.rules import RULES, rule_applies
 
 # Deeper variants of a model that is tested (same unit types, same export path); each would
 # add seconds of training to the suite without covering another code path.
@@ -176,3 +177,25 @@ def test_custom_model_runs_cannot_be_rebuilt(tmp_path):
     with pytest.raises(UsageError, match="custom model passed to the Python API"):
         locallearn.load_network(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "command.json").read_text())["via"] == "python api"
+
+
+@pytest.mark.parametrize("rule", RULES.names())
+def test_every_rule_exports_with_its_heads(tmp_path, rule):
+    # Rules differ in what beside the network they keep (heads, decoders, projections, FF's
+    # peer-normalisation buffers, MAN's EMA copies): with_heads must rebuild all of it.
+    model = "cnn" if rule_applies(rule, "cnn") else "mlp"
+    options = dict(model=model, data="digits", epochs=1, train_limit=100, batch_size=50)
+    if model == "cnn":
+        options.update(depth=4, width=4)  # InfoPro and MAN cut K=4 blocks by default
+    summary = locallearn.train(rule=rule, out=tmp_path / "run", **options)
+    export_network(tmp_path / "run", tmp_path / "m.pt")
+    run = rebuilt_run(tmp_path / "run")
+    full = locallearn.load_network(tmp_path / "m.pt", with_heads=True)
+    expected = run.rule.state_dict()["signals"]
+    got = full.signals.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), f"{rule}: signal state {key}"
+    with torch.no_grad():
+        assert torch.equal(full(run.data.x_test), run_predictions(run, run.data.x_test))
+    assert weights_sha256(full.network) == summary["weights_sha256"]
