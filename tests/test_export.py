@@ -90,6 +90,18 @@ def test_export_and_load_every_model(tmp_path, model):
     record = torch.load(tmp_path / "model.pt", weights_only=True)
     assert record["format"] == "locallearn.network" and record["test_acc"] == summary["test_acc"]
 
+    if model == "mlp":  # the CLI's options for the two compiled forms
+        argv = ["export", str(tmp_path / "run"), str(tmp_path / "cli.pt"), "--quiet"]
+        argv += [
+            "--torchscript",
+            str(tmp_path / "cli.ts"),
+            "--torch-export",
+            str(tmp_path / "c.pt2"),
+        ]
+        assert main(argv) == 0
+        with torch.no_grad():
+            assert torch.equal(torch.jit.load(tmp_path / "cli.ts")(x), expected)
+            torch.testing.assert_close(torch.export.load(tmp_path / "c.pt2").module()(x), expected)
     if model not in COMPILED:
         return
     net = locallearn.load_network(tmp_path / "model.pt")

@@ -45,13 +45,25 @@ def test_tensorboard_log(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard package is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    locallearn.train(out=tmp_path / "run", epochs=2, log="tensorboard", **OPTIONS)
+    def crash(record, cfg):
+        if record["epoch"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        locallearn.train(
+            out=tmp_path / "run", epochs=3, log="tensorboard", on_epoch=crash, **OPTIONS
+        )
+    # the crash came after epoch 2's events were written but the checkpoint already holds
+    # epoch 2, so the resumed run writes epoch 3 only: each step once
+    summary = resume_run(tmp_path / "run")
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"accuracy/test_acc", "loss/block_loss_1", "loss/block_loss_2", "lr"} <= tags
     assert {"memory/act_bytes_peak", "time/epoch_seconds", "loss/train_loss"} <= tags
-    assert [e.step for e in events.Scalars("accuracy/test_acc")] == [1, 2]
+    scalars = events.Scalars("accuracy/test_acc")
+    assert [e.step for e in scalars] == [1, 2, 3]
+    assert [e.value for e in scalars] == pytest.approx(summary["test_acc_curve"])
 
 
 def test_log_errors(monkeypatch, capsys):

@@ -109,6 +109,7 @@ def test_report_with_validation_and_probes(result_runs, tmp_path):
     assert 'id="probes"' in html and "block 1:" in html
     assert "validation accuracy per epoch" in html  # curves use val_acc where a run has it
     assert ">val acc<" in html and "0.4200" in html
+    assert "<title>greedy vs bp</title>" in render_html(collect_runs([probed]), "greedy vs bp")
     assert main(["report", str(probed), "--format", "pdf"]) == 2
 
 

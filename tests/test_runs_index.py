@@ -79,3 +79,12 @@ def test_a_config_from_a_newer_version_is_listed_with_its_error(tmp_path):
     [entry] = list_runs(tmp_path)
     assert (entry["rule"], entry["model"], entry["epochs_planned"]) == ("greedy", "cnn1d", 9)
     assert entry["status"] == "interrupted" and "unknown configuration key 'warp'" in entry["error"]
+
+
+def test_runs_defaults_to_the_runs_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["runs"]) == 2
+    assert "runs does not exist" in capsys.readouterr().err
+    (tmp_path / "runs").mkdir()
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.strip() == "no runs under runs"
