@@ -63,3 +63,11 @@ def test_extending_a_schedule_planned_for_the_total_warns(tmp_path):
     ]
     # epochs 1-2 keep the 2-epoch plan (1, 0.5 of lr); epoch 3 follows the 3-epoch plan.
     assert lrs == pytest.approx([1e-2, 0.5e-2, 1e-2 * 0.25])
+
+
+def test_the_cli_says_what_extending_a_cosine_run_does(tmp_path, capsys):
+    locallearn.train(out=tmp_path / "run", epochs=1, lr_schedule="cosine", **OPTIONS)
+    assert main(["resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "locallearn resume: warning: " in err and "re-plans them for 2" in err
+    assert "UserWarning" not in err

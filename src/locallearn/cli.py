@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -382,7 +383,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from locallearn.report import summary_table
 
     progress, on_epoch = _reporter(args.quiet)
-    summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch, epochs=args.epochs)
+    with warnings.catch_warnings(record=True) as caught:  # one plain line, not a source line
+        warnings.simplefilter("always", UserWarning)
+        summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch, epochs=args.epochs)
+    for w in caught:
+        print(f"locallearn resume: warning: {w.message}", file=sys.stderr)
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
     print(summary_table([summary]))
