@@ -51,7 +51,7 @@ class TrainedNetwork(nn.Module):
         self.signals = rule.signal_modules()
         # The rule object holds the prediction logic (ff's label sweep); its modules are the
         # two registered above, so .to(), .eval() and state_dict() reach everything.
-        object.__setattr__(self, "_rule", rule)
+        self._rule = rule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._rule.predict(x)
@@ -163,6 +163,9 @@ def _read_export(path: Path) -> dict[str, Any]:
 
 def load_network(source: str | Path, *, with_heads: bool = False) -> nn.Module:
     """The trained network of a run directory or an export file, on CPU, in eval mode.
+
+    A run directory is rebuilt through its dataset (for the input shape and statistics), so
+    the data must be readable; an export file holds those and needs no data.
 
     Returns the ``nn.Sequential`` of units (its output: class scores) for rules that predict
     with it; a ``TrainedNetwork`` (network + ``signals``, forward = the run's prediction)

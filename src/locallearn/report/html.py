@@ -48,7 +48,7 @@ p.note { font-size: 0.9rem; color: #474747; margin: 4px 0; }
 .charts { display: grid; grid-template-columns: 1fr; gap: 16px; }
 @media (min-width: 900px) { .charts { grid-template-columns: 1fr 1fr; } }
 figure { margin: 0; }
-figure.bars { max-width: 760px; }
+figure.single { max-width: 760px; }
 figcaption { font-size: 0.9rem; color: #474747; }
 svg.chart { width: 100%; height: auto; display: block; }
 ul.legend { list-style: none; padding: 0; margin: 4px 0; display: flex; flex-wrap: wrap;
@@ -288,7 +288,7 @@ def memory_section(groups: Sequence[Group], labels: Sequence[str]) -> str:
         '<p class="muted">The peak, within a training step, of the bytes saved for backward '
         "while each block (with its head and loss) runs; the largest is the run's "
         "act_bytes_peak.</p>"
-        f'<figure class="bars">{chart}<figcaption>activation memory per block, first seed of '
+        f'<figure class="single">{chart}<figcaption>activation memory per block, first seed of '
         "each configuration</figcaption></figure></section>"
     )
 
@@ -341,12 +341,13 @@ def probe_section(runs: Sequence[RunRecord]) -> str:
         "probes",
         "Linear probe test accuracy at the input and at each block end; NC1: within-class "
         "variability of the last linear layer's input (neural collapse; lower is more "
-        "collapsed). From `locallearn probe RUN_DIR`.",
+        "collapsed). Written by locallearn probe RUN_DIR.",
     )
     return (
         '<section aria-labelledby="h-probes"><h2 id="h-probes">Probes</h2>'
         f"{table}{_legend([r.name for r in probed], [runs.index(r) for r in probed])}"
-        f"<figure>{chart}<figcaption>linear probes per unit boundary</figcaption></figure>"
+        f'<figure class="single">{chart}<figcaption>linear probes per unit boundary'
+        "</figcaption></figure>"
         "</section>"
     )
 
