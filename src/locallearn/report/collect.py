@@ -31,6 +31,18 @@ else:  # pragma: no cover
 _NOT_RECIPE = {"seed", "data_dir", "threads", "log", "device"}
 # Optimisation fields shown as "recipe used", in this order.
 _RECIPE_FIELDS = ("optimizer", "lr", "lr_schedule", "batch_size", "epochs", "weight_decay")
+# Fields the recipe text names on their own (or that have their own table column).
+_SHOWN_APART = {
+    *_RECIPE_FIELDS,
+    *_NOT_RECIPE,
+    "rule",
+    "model",
+    "data",
+    "blocks",
+    "momentum",
+    "recipe",
+    "train_limit",
+}
 
 
 @dataclass
@@ -100,23 +112,7 @@ class RunRecord:
             parts.append(f"wd {c['weight_decay']:g}")
         parts.append(f"batch {c.get('batch_size', 100)}")
         parts.append(f"{c.get('epochs', '?')} epochs")
-        extras = {
-            k: v
-            for k, v in c.items()
-            if k not in _RECIPE_FIELDS
-            and k
-            not in {
-                "rule",
-                "model",
-                "data",
-                "blocks",
-                "momentum",
-                "recipe",
-                "train_limit",
-                *_NOT_RECIPE,
-            }
-            and v not in (None, False)
-        }
+        extras = {k: v for k, v in c.items() if k not in _SHOWN_APART and v not in (None, False)}
         if c.get("train_limit"):
             parts.append(f"train limit {c['train_limit']}")
         parts += [f"{k.replace('_', '-')} {_short(v)}" for k, v in sorted(extras.items())]
