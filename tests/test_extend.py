@@ -23,7 +23,8 @@ def test_extending_a_finished_run_equals_training_longer_from_the_start(tmp_path
     capsys.readouterr()
     extended = json.loads((tmp_path / "short" / "summary.json").read_text())
     assert extended["weights_sha256"] == longer["weights_sha256"]
-    assert extended["test_acc_curve"] == longer["test_acc_curve"]
+    assert extended["val_acc_curve"] == longer["val_acc_curve"]
+    assert extended["test_acc"] == longer["test_acc"]
     assert extended["epochs"] == 4
     assert "epochs = 4" in (tmp_path / "short" / "config.toml").read_text()
     records = (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()

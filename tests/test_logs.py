@@ -33,10 +33,10 @@ def test_csv_log_holds_every_epoch_once_across_a_resume(tmp_path):
     ]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     header = list(rows[0])
-    assert header[:4] == ["epoch", "train_loss", "test_acc", "lr"]
+    assert header[:4] == ["epoch", "train_loss", "val_acc", "lr"]
     assert {"block_loss_1", "block_loss_2", "act_bytes_peak", "epoch_seconds"} <= set(header)
     for row, record in zip(rows, records):
-        assert float(row["test_acc"]) == record["test_acc"]
+        assert float(row["val_acc"]) == record["val_acc"]
         assert float(row["block_loss_1"]) == record["block_losses"][0]
         assert float(row["lr"]) == record["lr"] == 1e-2
 
@@ -59,11 +59,11 @@ def test_tensorboard_log(tmp_path):
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"accuracy/test_acc", "loss/block_loss_1", "loss/block_loss_2", "lr"} <= tags
+    assert {"accuracy/val_acc", "loss/block_loss_1", "loss/block_loss_2", "lr"} <= tags
     assert {"memory/act_bytes_peak", "time/epoch_seconds", "loss/train_loss"} <= tags
-    scalars = events.Scalars("accuracy/test_acc")
+    scalars = events.Scalars("accuracy/val_acc")
     assert [e.step for e in scalars] == [1, 2, 3]
-    assert [e.value for e in scalars] == pytest.approx(summary["test_acc_curve"])
+    assert [e.value for e in scalars] == pytest.approx(summary["val_acc_curve"])
 
 
 def test_log_errors(monkeypatch, capsys):

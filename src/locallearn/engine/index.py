@@ -14,7 +14,6 @@ Epoch records may carry ``val_acc`` (runs with a validation split) or only ``tes
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from locallearn.config import RunConfig, load_config_file
+from locallearn.engine.lock import is_running
 from locallearn.engine.provenance import read_command
 from locallearn.errors import UsageError, unknown_choice
 
@@ -33,27 +33,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STATUSES = ("finished", "running", "interrupted", "diverged")
-LOCK_FILE = ".lock"
 
 
 def is_locked(run_dir: Path) -> bool:
     """Whether a process holds ``RUN_DIR/.lock`` (the lock contract of train/resume)."""
-    path = Path(run_dir) / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return is_running(run_dir)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -145,7 +129,11 @@ def describe_run(run_dir: str | Path) -> dict[str, Any]:
         "epochs_planned": values.get("epochs"),
         "status": run_status(run_dir, records),
         "best_val_acc": _best(records, "val_acc"),
-        "best_test_acc": _best(records, "test_acc"),
+        # Runs with a validation split evaluate the test set once, at the end: their "best
+        # test" is that one figure (the summary's test_acc).
+        "best_test_acc": _best(records, "test_acc")
+        if _best(records, "test_acc") is not None
+        else (summary or {}).get("test_acc"),
     }
     if summary is not None:
         entry["test_acc"] = summary.get("test_acc")

@@ -40,7 +40,7 @@ _SHOWN_APART = {
     "data",
     "blocks",
     "momentum",
-    "recipe",
+    "recipe_from",
     "train_limit",
 }
 
@@ -101,8 +101,6 @@ class RunRecord:
         """The optimisation settings and rule options the run used, in words."""
         c = self.config
         parts = []
-        if "recipe" in c:  # a rule's published recipe, recorded by name where the run used one
-            parts.append(f"recipe {c['recipe']}")
         parts.append(f"{c.get('optimizer', 'adam')} lr {c.get('lr', 1e-2):g}")
         if c.get("lr_schedule", "constant") != "constant":
             parts.append(str(c["lr_schedule"]))
@@ -115,8 +113,12 @@ class RunRecord:
         extras = {k: v for k, v in c.items() if k not in _SHOWN_APART and v not in (None, False)}
         if c.get("train_limit"):
             parts.append(f"train limit {c['train_limit']}")
+        if extras.get("eval_every") == 1:
+            del extras["eval_every"]  # the default: every epoch
         parts += [f"{k.replace('_', '-')} {_short(v)}" for k, v in sorted(extras.items())]
-        return ", ".join(parts)
+        # the recipe that filled the settings the user left unset (issue 11's recipe_from)
+        source = f"{c['recipe_from']}: " if c.get("recipe_from") else ""
+        return source + ", ".join(parts)
 
     def group_key(self) -> tuple[Any, ...]:
         items = sorted((k, json.dumps(v)) for k, v in self.config.items() if k not in _NOT_RECIPE)
