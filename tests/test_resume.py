@@ -64,7 +64,8 @@ def test_checkpoint_is_data_only_and_no_temp_files_remain(tmp_path):
     )
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["state"]["epoch"] == 1 and len(ckpt["optimizers"]) == 2
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # .lock (the run-directory lock, issue 12) stays; no temporary file does.
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".lock"]
 
 
 def test_resuming_a_finished_run_returns_its_summary(tmp_path):
@@ -79,7 +80,7 @@ def test_resume_errors(tmp_path):
         resume_run(tmp_path)
     (tmp_path / "config.toml").write_text('rule = "bp"\nmodel = "mlp"\nepochs = 1\n')
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UsageError, match="cannot read checkpoint"):
+    with pytest.raises(UsageError, match="is not a readable checkpoint"):
         resume_run(tmp_path)
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from locallearn.config import RunConfig, config_from_mapping
+from locallearn.config import RunConfig, check_momentum_applies, config_from_mapping
 from locallearn.data import Dataset, as_sequences
 from locallearn.data.subset import split_validation
+from locallearn.engine.limits import check_rule_builds
 from locallearn.engine.run import EpochCallback, Run, check_fresh_run_dir, load_configured_dataset
 from locallearn.errors import UsageError
 from locallearn.recipe import same_recipe as same_recipe_config
@@ -63,6 +64,10 @@ def _resolve(
     values["model"] = "custom" if network is not None else model
     values["data"] = dataset.name if dataset is not None else data
     cfg = config_from_mapping(values)
+    from locallearn.engine.evaluation import effective_optimizer
+
+    cfg_used = cfg.replace(optimizer=effective_optimizer(cfg))  # a recipe may choose SGD
+    check_momentum_applies(values, cfg_used, where="momentum")
     if dataset is not None and cfg.as_sequence:
         dataset = as_sequences(dataset)
     return cfg, dataset, network
@@ -189,6 +194,9 @@ def compare_configs(
     if dataset is None:
         dataset = load_configured_dataset(cfg)
     dataset = _with_validation(dataset, cfg)
+    # A rule that cannot be built for this model fails now, not after the others trained.
+    for rule_cfg in configs if network is None else ():
+        check_rule_builds(rule_cfg, dataset)
     results: list[dict[str, Any]] = []
     for rule_cfg, run_dir in zip(configs, run_dirs):
         net = copy.deepcopy(network) if network is not None else None

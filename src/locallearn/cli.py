@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,13 +21,17 @@ from locallearn.config import (
     LR_SCHEDULES,
     OPTIMIZERS,
     RunConfig,
+    check_momentum_applies,
     config_from_mapping,
-    load_config_file,
+    read_config_values,
+    validate,
 )
+from locallearn.engine.outputs import check_out_dir, check_out_file, check_plot_file
 from locallearn.engine.run import EpochCallback
-from locallearn.errors import UsageError
+from locallearn.errors import Diverged, UsageError
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3  # training blew up (non-finite loss or weights); see engine/divergence.py
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,7 +114,10 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
         "--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: recipe, else adam)"
     )
     opt.add_argument(
-        "--momentum", type=float, default=S, help="SGD momentum (default: recipe, else 0.9)"
+        "--momentum",
+        type=float,
+        default=S,
+        help="SGD momentum (default: recipe, else 0.9); an error with --optimizer adam",
     )
     opt.add_argument(
         "--weight-decay", dest="weight_decay", type=float, default=S, help="default: recipe, else 0"
@@ -256,9 +266,55 @@ _NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules", "se
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    base = load_config_file(args.config) if args.config else RunConfig()
-    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
-    return config_from_mapping(flags, base)
+    """Defaults < config file < flags, checked before anything is loaded or built."""
+    values = read_config_values(args.config) if args.config else {}
+    if "out" in values:  # the run directory may come from the file too (--out wins)
+        out = values.pop("out")
+        if not isinstance(out, str):
+            raise UsageError(f"out in config file {args.config!r} must be a folder name (a string)")
+        if getattr(args, "out", None) is None:
+            args.out = out
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and k != "file_keys"}
+    args.file_keys = sorted(set(values) - set(flags))
+    try:
+        base = config_from_mapping(values)
+    except UsageError as err:
+        raise UsageError(f"config file {args.config!r}: {err}") from None
+    cfg = config_from_mapping(flags, base)
+    from locallearn.engine.evaluation import effective_optimizer
+
+    # The optimiser the run will use (a rule's recipe may choose SGD, e.g. ff).
+    check_momentum_applies({**values, **flags}, cfg.replace(optimizer=effective_optimizer(cfg)))
+    validate(cfg)
+    return cfg
+
+
+def _name_config_keys(message: str, args: argparse.Namespace) -> str:
+    """A message that blames a flag the user set in the config file names the file's key."""
+    for key in getattr(args, "file_keys", ()):
+        flag = "--" + key.replace("_", "-")
+        if re.search(re.escape(flag) + r"(?![\w-])", message):
+            return f"{message} (set by `{key}` in {args.config})"
+    return message
+
+
+def _out_dir(args: argparse.Namespace, default: Path) -> Path:
+    """The run directory: --out (or the config file's out), else ``default``; checked now."""
+    path = check_out_dir(args.out) if args.out is not None else check_out_dir(default)
+    args.run_dir_hint = path
+    return path
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    if getattr(args, "json", None) is not None:
+        check_out_file(args.json, "--json")
+    if getattr(args, "plot", None) is not None:
+        check_plot_file(args.plot)
+
+
+def _table_stream(args: argparse.Namespace) -> Any:
+    """Tables go to standard output, unless --json - claimed it for the JSON."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
 
 
 def _stamp() -> str:
@@ -321,7 +377,9 @@ def _finished(summary: dict[str, Any], quiet: bool) -> None:
 
 
 def _write_json(path: str | None, obj: Any) -> None:
-    if path:
+    if path == "-":
+        print(json.dumps(obj, indent=2), flush=True)
+    elif path:
         from locallearn.engine.io import atomic_write_json
 
         atomic_write_json(path, obj)
@@ -368,11 +426,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     seeds = parse_seeds(args.seeds) if args.seeds else None
     seed_text = "s" + "_".join(map(str, seeds)) if seeds else f"s{cfg.seed}"
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}"
-    )
+    out = _out_dir(args, Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}")
+    _check_outputs(args)
     progress, on_epoch = _reporter(args.quiet)
     if seeds:
 
@@ -389,7 +444,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = run.fit()
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
-    print(summary_table([summary]))
+    print(summary_table([summary]), file=_table_stream(args))
     return 0
 
 
@@ -401,16 +456,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules(cfg.model)
     seeds = parse_seeds(args.seeds) if args.seeds else None
     seed_text = "s" + "_".join(map(str, seeds)) if seeds else f"s{cfg.seed}"
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"compare-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}"
-    )
+    out = _out_dir(args, Path("runs") / f"compare-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}")
+    _check_outputs(args)
     progress, on_epoch = _reporter(args.quiet)
 
     def on_run(summaries: list[dict[str, Any]]) -> None:
         _finished(summaries[-1], args.quiet)
-        _write_json(args.json, summaries)  # partial results survive a crash in a later rule
+        if args.json != "-":  # partial results survive a crash in a later rule
+            _write_json(args.json, summaries)
 
     summaries = compare_configs(
         cfg,
@@ -422,7 +475,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=seeds,
         same_recipe=args.same_recipe,
     )
-    print(summary_table(summaries))
+    if args.json == "-":
+        _write_json(args.json, summaries)
+    print(summary_table(summaries), file=_table_stream(args))
     if args.plot:
         from locallearn.report.plot import plot_comparison
 
@@ -436,11 +491,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from locallearn.engine.run import resume_run
     from locallearn.report import summary_table
 
+    _check_outputs(args)
+    args.run_dir_hint = Path(args.run_dir)
     progress, on_epoch = _reporter(args.quiet)
     summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch)
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
-    print(summary_table([summary]))
+    print(summary_table([summary]), file=_table_stream(args))
     return 0
 
 
@@ -453,6 +510,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         parse_input_shape,
     )
 
+    _check_outputs(args)
     shape = parse_input_shape(args.input_shape)
     names = {f.name for f in dataclasses.fields(RunConfig)}
     cfg = config_from_mapping({k: v for k, v in vars(args).items() if k in names})
@@ -499,6 +557,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.study != "dsd":
         raise unknown_choice("study", args.study, ["dsd"])
+    _check_outputs(args)
+    if args.out is not None:
+        check_out_dir(args.out)
     cfg = sweep.sweep_config(
         args.full,
         patches=args.patches and sweep.parse_ints(args.patches, "--patches"),
@@ -524,6 +585,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.max_train < 10:
         raise UsageError(f"--max-train must be at least 10, got {args.max_train}")
+    _check_outputs(args)
     reports = []
     for run_dir in args.run_dirs:
         if not args.quiet:
@@ -554,18 +616,62 @@ COMMANDS = {
 }
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    run_dir = getattr(args, "run_dir_hint", None)
+    if run_dir is None:
+        return "locallearn: interrupted"
+    if args.command == "compare":
+        started = sorted(p.parent for p in Path(run_dir).glob("*/config.toml"))
+        if not started:
+            return "locallearn: interrupted before the first run started; nothing to resume"
+        last = started[-1]
+        return f"locallearn: interrupted; continue the last run with `locallearn resume {last}`"
+    if not (Path(run_dir) / "config.toml").exists():
+        return "locallearn: interrupted before the run started; nothing to resume"
+    return f"locallearn: interrupted; continue with `locallearn resume {run_dir}`"
+
+
+def _show_warning(command: str) -> Any:
+    """Our own warnings as one line in the CLI's voice; others (torch's) as Python shows them."""
+    default = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, *rest: Any) -> None:
+        if "locallearn" in Path(filename).parts:
+            print(f"locallearn {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, *rest)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prefix = f"locallearn {args.command}"
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            # once per invocation (also when main runs many times in one process)
+            warnings.filterwarnings("default", category=UserWarning, module=r"locallearn\.")
+            warnings.showwarning = _show_warning(args.command)
+            return COMMANDS[args.command](args)
     except UsageError as err:
-        print(f"locallearn {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {_name_config_keys(str(err), args)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Diverged as err:
+        print(f"{prefix}: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except PermissionError as err:  # a file or folder the user pointed us at
+        print(f"{prefix}: error: cannot access {err.filename}: permission denied", file=sys.stderr)
+        return EXIT_USAGE
+    except (RuntimeError, MemoryError) as err:
+        from locallearn.engine.limits import allocation_error
+
+        usage = allocation_error(err)
+        if usage is None:
+            raise
+        print(f"{prefix}: error: {usage}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
-            file=sys.stderr,
-        )
+        print(_interrupted(args), file=sys.stderr)
         return 130
 
 

@@ -200,14 +200,27 @@ def config_from_mapping(values: dict[str, Any], base: RunConfig | None = None) -
 
 
 def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    return config_from_mapping(read_config_values(path), base)
+
+
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The key/value pairs of a TOML config file, before they are checked against RunConfig."""
     path = Path(path)
+    name = repr(str(path))
     try:
-        values = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"config file {str(path)!r} does not exist")
+        raise UsageError(f"config file {name} does not exist")
+    except IsADirectoryError:
+        raise UsageError(f"config file {name} is a directory; give a .toml file")
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"config file {name} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        )
+    except OSError as err:
+        raise UsageError(f"config file {name} cannot be read: {err.strerror}")
     except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"config file {str(path)!r} is not valid TOML: {err}")
-    return config_from_mapping(values, base)
+        raise UsageError(f"config file {name} is not valid TOML: {err}")
 
 
 def to_toml(cfg: RunConfig) -> str:
@@ -228,14 +241,46 @@ def to_toml(cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Bounds that no real run reaches; beyond them a value is a typo (or an attack on memory).
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**63 - 1  # the largest seed every generator we use (torch, NumPy) takes
+MAX_DEPTH = 10_000
+MAX_THREADS = 1024
+MAX_FLOAT = 1e38  # float32 overflows just above 3.4e38
+MAX_INT = 2**62  # sizes and counts beyond this overflow torch's int64 shapes
+
+
 def validate(cfg: RunConfig) -> None:
     """Check the values that do not depend on a registry (names are checked on build)."""
+    for f in fields(cfg):  # before the range checks: nan passes every comparison
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UsageError(f"--{f.name.replace('_', '-')} must be a finite number, got {v}")
+            if isinstance(v, float) and abs(v) > MAX_FLOAT:
+                # Optimizers apply it to float32 tensors, where it would overflow.
+                raise UsageError(
+                    f"--{f.name.replace('_', '-')} must be at most {MAX_FLOAT:g} in size, got {v:g}"
+                )
+            if isinstance(v, int) and abs(v) > MAX_INT and f.name not in ("seed", "data_seed"):
+                raise UsageError(f"--{f.name.replace('_', '-')} must be at most 2**62, got {v}")
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
     for key, value in positive.items():
         if value is not None and value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.epochs > MAX_EPOCHS:
+        raise UsageError(f"--epochs must be at most {MAX_EPOCHS:,}, got {cfg.epochs:,}")
+    for key in ("seed", "data_seed"):
+        value = getattr(cfg, key)
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise UsageError(
+                f"--{key.replace('_', '-')} must be in 0..{MAX_SEED} (2**63 - 1), got {value}"
+            )
+    if cfg.depth is not None and cfg.depth > MAX_DEPTH:
+        raise UsageError(f"--depth must be at most {MAX_DEPTH:,}, got {cfg.depth:,}")
+    if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}")
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
     # Unset (None) training fields are filled from a recipe before a run starts; the values
@@ -257,3 +302,15 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
         raise unknown_choice("device", cfg.device, DEVICES)
+
+
+def check_momentum_applies(
+    values: dict[str, Any], cfg: RunConfig, where: str = "--momentum"
+) -> None:
+    """``momentum`` given explicitly (flag, file or API) with Adam is an error: Adam has no
+    momentum option (its betas play that part), and silently ignoring it would mislead."""
+    if "momentum" in values and cfg.optimizer == "adam":
+        raise UsageError(
+            f"{where} applies to --optimizer sgd only (this run uses adam, whose betas play "
+            "that part); drop it or add --optimizer sgd"
+        )

@@ -22,11 +22,15 @@ from locallearn import __version__
 from locallearn.config import RunConfig, load_config_file, to_toml, validate
 from locallearn.data import DATASETS, Dataset, load_dataset
 from locallearn.data.subset import split_validation
+from locallearn.engine.checkpoint import check_belongs, identity, mismatch, read_checkpoint
+from locallearn.engine.divergence import diverged_stage
 from locallearn.engine.evaluation import Evaluator, resolve_run_config
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from locallearn.engine.limits import check_model_fits
+from locallearn.engine.lock import RunDirLock
 from locallearn.engine.loop import batches, train_epoch
 from locallearn.engine.threads import default_threads
-from locallearn.errors import UsageError
+from locallearn.errors import Diverged, UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
 from locallearn.measure.memory import RSSWindow
 from locallearn.models import MODELS, build_model
@@ -127,7 +131,9 @@ def apply_threads(threads: int | None) -> None:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The data order of one epoch depends only on (seed, epoch): resumable, comparable."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    # Modulo 2**64, the generator's seed range, so every --seed up to 2**63 - 1 works; below
+    # the wrap (all seeds < 1.8e13) the order is the same as without it.
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
 
 
 class Run:
@@ -154,6 +160,7 @@ class Run:
             DATASETS.get(cfg.data)
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.lock = RunDirLock(self.run_dir) if self.run_dir is not None else None
         self.progress = progress
         self.on_epoch = on_epoch
         self.device = resolve_device(cfg.device)
@@ -164,6 +171,8 @@ class Run:
         if cfg.augment and self.data.augment is None:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
         check_accelerator_options(cfg, self.device)
+        if network is None:  # before allocating: a model too large for memory is a usage error
+            check_model_fits(cfg, self.data, self.device)
         torch.manual_seed(cfg.seed)
         if network is None:
             network = build_model(
@@ -231,6 +240,7 @@ class Run:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         ckpt = {
             "version": CHECKPOINT_VERSION,
+            "identity": identity(self.cfg),
             "network": self.rule.network.state_dict(),
             "rule": self.rule.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
@@ -245,21 +255,26 @@ class Run:
         path = self._path("checkpoint.pt")
         if path is None or not path.exists():
             raise UsageError(f"no checkpoint to resume from: {path} does not exist")
+        ckpt = read_checkpoint(path, self.device, CHECKPOINT_VERSION)
+        check_belongs(ckpt, self.cfg, path)
         try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # a truncated or foreign file
-            raise UsageError(f"cannot read checkpoint {path}: {err}")
-        if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise UsageError(f"checkpoint {path} has version {ckpt.get('version')}, expected 1")
-        self.rule.network.load_state_dict(ckpt["network"])
-        self.rule.load_state_dict(ckpt["rule"])
-        for opt, state in zip(self.optimizers, ckpt["optimizers"]):
-            opt.load_state_dict(state)
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
-        self.state = TrainState(**ckpt["state"])
-        self.evaluator.best = ckpt.get("best")
+            self.rule.network.load_state_dict(ckpt["network"])
+            self.rule.load_state_dict(ckpt["rule"])
+            if len(ckpt["optimizers"]) != len(self.optimizers):
+                raise ValueError(
+                    f"{len(ckpt['optimizers'])} optimizers for {len(self.optimizers)} blocks"
+                )
+            for opt, state in zip(self.optimizers, ckpt["optimizers"]):
+                opt.load_state_dict(state)
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+            self.state = TrainState(**ckpt["state"])
+            self.evaluator.best = ckpt.get("best")
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            # Shapes or keys that do not fit the model config.toml describes.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise mismatch(path, f"the weights do not fit its model: {first}") from None
 
     def _write_metrics(self) -> None:
         path = self._path("metrics.jsonl")
@@ -268,7 +283,17 @@ class Run:
 
     # -- training -------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs (all of them for a new run) and return the summary."""
+        """Train the remaining epochs (all of them for a new run) and return the summary.
+
+        Holds the run directory's lock throughout; raises ``Diverged`` (after recording the
+        epoch in metrics.jsonl, keeping the last good checkpoint) if training blows up.
+        """
+        if self.lock is None:
+            return self._fit()
+        with self.lock:
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.run_dir is not None and self.state.epoch == 0:
             check_fresh_run_dir(self.run_dir)
@@ -308,6 +333,7 @@ class Run:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
+            self._check_divergence(epoch, losses)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": losses[-1],
@@ -337,6 +363,35 @@ class Run:
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
+
+    def _check_divergence(self, epoch: int, losses: list[float | None]) -> None:
+        found = diverged_stage(self.rule, losses)
+        if found is None:
+            return
+        block, why = found
+        lr = self.optimizers[block].param_groups[0]["lr"]
+        kept = (
+            f"the checkpoint of epoch {self.state.epoch} is kept"
+            if self.state.epoch
+            else "no checkpoint was written"
+        )
+        message = (
+            f"training diverged in epoch {epoch + 1} at block {block + 1} of {self.rule.blocks} "
+            f"(lr {lr:g}): {why}; {kept}; try a smaller --lr"
+        )
+        record = {
+            "epoch": epoch + 1,
+            "status": "diverged",
+            "block": block + 1,
+            "lr": lr,
+            "message": message,
+            "block_losses": [x if x is None or math.isfinite(x) else None for x in losses],
+        }
+        path = self._path("metrics.jsonl")
+        if path is not None:
+            lines = [*self.state.history, record]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in lines))
+        raise Diverged(message, epoch=epoch + 1, block=block + 1, lr=lr)
 
     def summary(self) -> dict[str, Any]:
         """The summary of the run so far: the test set evaluated once, here, at the end."""
@@ -433,11 +488,30 @@ def resume_run(
         raise UsageError(f"{run_dir} is not a run directory: {config_path} does not exist")
     cfg = load_run_config(config_path)
     run = Run(cfg, run_dir, progress=progress, on_epoch=on_epoch)
-    if (run_dir / "checkpoint.pt").exists():
-        run.load_checkpoint()
-    # else: the run died before its first checkpoint; with the same seed, starting over is
-    # exactly what an uninterrupted run would have done.
-    summary_path = run_dir / "summary.json"
-    if run.state.epoch >= cfg.epochs and summary_path.exists():
-        return json.loads(summary_path.read_text())
-    return run.fit()
+    assert run.lock is not None
+    with run.lock:  # before reading the checkpoint: another writer may be replacing it
+        if (run_dir / "checkpoint.pt").exists():
+            run.load_checkpoint()
+        # else: the run died before its first checkpoint; with the same seed, starting over
+        # is exactly what an uninterrupted run would have done.
+        summary_path = run_dir / "summary.json"
+        if run.state.epoch >= cfg.epochs and summary_path.exists():
+            return read_summary(summary_path)
+        return run.fit()
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's summary.json, or a UsageError saying it is damaged."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(
+            f"{path} is damaged ({type(error).__name__}); delete it and run "
+            f"`locallearn resume {path.parent}` to write it again"
+        ) from None
+    if not isinstance(summary, dict):
+        raise UsageError(
+            f"{path} holds a {type(summary).__name__}, not a run summary; delete it and run "
+            f"`locallearn resume {path.parent}` to write it again"
+        )
+    return summary

@@ -206,7 +206,7 @@ def probe_run(
     ``device`` defaults to the run's own device, or the CPU when that is not available.
     ``network``/``dataset`` rebuild a run trained on a custom model or data through the API.
     """
-    from locallearn.engine.run import Run
+    from locallearn.engine.run import Run, read_summary
 
     run_dir = Path(run_dir)
     cfg = _load(run_dir, custom_given=network is not None or dataset is not None)
@@ -274,7 +274,7 @@ def probe_run(
         report["shortcut"] = shortcut_report(rule, data, run.device)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
-        report["summary_test_acc"] = json.loads(summary_path.read_text()).get("test_acc")
+        report["summary_test_acc"] = read_summary(summary_path).get("test_acc")
     if write:
         atomic_write_json(run_dir / "probe.json", report)
         from locallearn.probes.plot import plot_probe
