@@ -72,11 +72,19 @@ def load_configured_dataset(cfg: RunConfig) -> Dataset:
 
 
 def load_run_config(path: Path) -> RunConfig:
-    """A run directory's config.toml; one written before --val-split existed trained on the
-    whole training set, and a resumed run must too."""
+    """A run directory's config.toml. One written before --val-split, recipes and recorded
+    threads existed is read as that run trained: on the whole training set, with its model as
+    written, on torch's default thread count."""
     cfg = load_config_file(path)
-    if "val_split" not in path.read_text():
+    text = path.read_text()
+    if "val_split" not in text:
         cfg = cfg.replace(val_split=0.0)
+    if "recipe_from" not in text:  # written before recipes: no recipe may change the model
+        cfg = cfg.replace(recipe_from="configuration from before recipes")
+    if cfg.threads is None:  # before default threads were recorded: torch's default was used
+        from locallearn.engine.threads import TORCH_DEFAULT_THREADS
+
+        cfg = cfg.replace(threads=TORCH_DEFAULT_THREADS)
     return cfg
 
 
