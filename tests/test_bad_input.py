@@ -524,9 +524,33 @@ def test_interrupt_during_training_names_the_run_directory(
 def test_relu_warning_is_one_line_in_the_cli_voice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["train", *TINY[:-1], "--rule", "drtp", "--out", str(tmp_path / "run"), "--quiet"]
+    # DRTP's recipe picks tanh; the warning is for a user who asks for ReLU.
+    argv = ["train", *TINY[:-1], "--rule", "drtp", "--activation", "relu"]
+    argv += ["--out", str(tmp_path / "run"), "--quiet"]
     code, _, err = run(argv, capsys)
     assert code == 0, err
     warning = [line for line in err.splitlines() if "ReLU" in line]
     assert len(warning) == 1 and warning[0].startswith("locallearn train: warning: DRTP on ReLU")
     assert "UserWarning" not in err and "warnings.warn" not in err
+
+
+def test_momentum_follows_the_optimizer_the_recipe_picks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # FF's recipe trains with SGD: a momentum for it is meaningful, not an Adam error.
+    from locallearn.api import optimizers_used
+    from locallearn.config import RunConfig
+
+    assert optimizers_used(RunConfig(), ["ff"]) == ["sgd"]
+    assert optimizers_used(RunConfig(), ["bp"]) == ["adam"]
+    assert optimizers_used(RunConfig(optimizer="sgd"), ["bp"]) == ["sgd"]
+    code, _, err = run(["train", "--rule", "bp", "--momentum", "0.5", "--quiet"], capsys)
+    assert code == 2 and "--momentum applies to --optimizer sgd only" in err
+
+
+def test_compare_gives_momentum_only_to_the_rules_on_sgd() -> None:
+    from locallearn.api import configs_for_rules
+    from locallearn.config import RunConfig
+
+    configs = configs_for_rules(RunConfig(momentum=0.5, model="mlp"), ["bp", "ff"])
+    assert {c.rule: c.momentum for c in configs} == {"bp": None, "ff": 0.5}

@@ -64,10 +64,7 @@ def _resolve(
     values["model"] = "custom" if network is not None else model
     values["data"] = dataset.name if dataset is not None else data
     cfg = config_from_mapping(values)
-    from locallearn.engine.evaluation import effective_optimizer
-
-    cfg_used = cfg.replace(optimizer=effective_optimizer(cfg))  # a recipe may choose SGD
-    check_momentum_applies(values, cfg_used, where="momentum")
+    check_momentum_applies(values, optimizers_used(cfg, [rule]), where="momentum")
     if dataset is not None and cfg.as_sequence:
         dataset = as_sequences(dataset)
     return cfg, dataset, network
@@ -92,6 +89,22 @@ def train(
     return Run(
         cfg, out, dataset=dataset, network=network, progress=progress, on_epoch=on_epoch
     ).fit()
+
+
+def optimizers_used(cfg: RunConfig, rules: Sequence[str]) -> list[str]:
+    """The optimizer each of ``rules`` trains with under ``cfg``: the user's, else the rule's
+    recipe's, else the global default's (unknown rule names are left to their own check)."""
+    from locallearn.recipe import GLOBAL
+
+    if cfg.optimizer is not None:
+        return [cfg.optimizer]
+    out = []
+    for name in rules:
+        if name not in RULES:
+            continue
+        recipe = RULES.get(name).meta.get("recipe")
+        out.append((recipe.optimizer if recipe is not None else None) or GLOBAL.optimizer)
+    return out
 
 
 def default_rules(model: str | None = None) -> list[str]:
@@ -120,6 +133,8 @@ def configs_for_rules(cfg: RunConfig, rules: Sequence[str]) -> list[RunConfig]:
     for name in canonical:
         takes = RULES.get(name).options
         dropped = {k: None for k in rule_options if k not in takes}
+        if cfg.momentum is not None and optimizers_used(cfg, [name]) == ["adam"]:
+            dropped["momentum"] = None  # the user's momentum is for the rules that use SGD
         configs.append(cfg.replace(rule=name, **dropped))
     return configs
 
@@ -193,10 +208,10 @@ def compare_configs(
             check_fresh_run_dir(run_dir)
     if dataset is None:
         dataset = load_configured_dataset(cfg)
-    dataset = _with_validation(dataset, cfg)
     # A rule that cannot be built for this model fails now, not after the others trained.
     for rule_cfg in configs if network is None else ():
         check_rule_builds(rule_cfg, dataset)
+    dataset = _with_validation(dataset, cfg)
     results: list[dict[str, Any]] = []
     for rule_cfg, run_dir in zip(configs, run_dirs):
         net = copy.deepcopy(network) if network is not None else None

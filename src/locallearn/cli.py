@@ -117,7 +117,7 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
         "--momentum",
         type=float,
         default=S,
-        help="SGD momentum (default: recipe, else 0.9); an error with --optimizer adam",
+        help="SGD momentum (default: recipe, else 0.9); an error with adam",
     )
     opt.add_argument(
         "--weight-decay", dest="weight_decay", type=float, default=S, help="default: recipe, else 0"
@@ -281,12 +281,23 @@ def _config(args: argparse.Namespace) -> RunConfig:
     except UsageError as err:
         raise UsageError(f"config file {args.config!r}: {err}") from None
     cfg = config_from_mapping(flags, base)
-    from locallearn.engine.evaluation import effective_optimizer
+    from locallearn.api import default_rules, optimizers_used
 
-    # The optimiser the run will use (a rule's recipe may choose SGD, e.g. ff).
-    check_momentum_applies({**values, **flags}, cfg.replace(optimizer=effective_optimizer(cfg)))
+    if getattr(args, "rules", None):
+        rules = [r for r in args.rules.split(",") if r]
+    elif args.command == "compare":
+        rules = default_rules(cfg.model) if cfg.model in _model_names() else []
+    else:
+        rules = [cfg.rule]
+    check_momentum_applies({**values, **flags}, optimizers_used(cfg, rules))
     validate(cfg)
     return cfg
+
+
+def _model_names() -> list[str]:
+    from locallearn.models import MODELS
+
+    return MODELS.names()
 
 
 def _name_config_keys(message: str, args: argparse.Namespace) -> str:
@@ -433,12 +444,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         def on_run(summaries: list[dict[str, Any]]) -> None:
             _finished(summaries[-1], args.quiet)
-            _write_json(args.json, summaries)
+            if args.json != "-":  # partial results survive a crash in a later seed
+                _write_json(args.json, summaries)
 
         summaries = train_seeds(
             cfg, seeds, out, progress=progress, on_epoch=on_epoch, on_run=on_run
         )
-        print(summary_table(summaries))
+        if args.json == "-":
+            _write_json(args.json, summaries)
+        print(summary_table(summaries), file=_table_stream(args))
         return 0
     run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()

@@ -305,11 +305,13 @@ def validate(cfg: RunConfig) -> None:
 
 
 def check_momentum_applies(
-    values: dict[str, Any], cfg: RunConfig, where: str = "--momentum"
+    values: dict[str, Any], optimizers: list[str], where: str = "--momentum"
 ) -> None:
-    """``momentum`` given explicitly (flag, file or API) with Adam is an error: Adam has no
-    momentum option (its betas play that part), and silently ignoring it would mislead."""
-    if "momentum" in values and cfg.optimizer == "adam":
+    """``momentum`` given explicitly (flag, file or API) when every rule of the invocation
+    trains with Adam (``optimizers``: the optimizer each rule will use, its recipe's where
+    the user set none) is an error: Adam has no momentum option (its betas play that part),
+    and silently ignoring it would mislead."""
+    if "momentum" in values and optimizers and all(o == "adam" for o in optimizers):
         raise UsageError(
             f"{where} applies to --optimizer sgd only (this run uses adam, whose betas play "
             "that part); drop it or add --optimizer sgd"

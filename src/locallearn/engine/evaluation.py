@@ -40,18 +40,6 @@ def resolve_run_config(cfg: RunConfig, *, custom_model: bool = False) -> RunConf
     return resolve(cfg, RULES.get(cfg.rule).meta.get("recipe"), takes)
 
 
-def effective_optimizer(cfg: RunConfig) -> str:
-    """The optimiser a run of ``cfg`` will use: the user's, else its rule's recipe's, else
-    the global default (for checks made before the run resolves its config)."""
-    from locallearn.recipe import GLOBAL
-    from locallearn.rules import RULES
-
-    if cfg.optimizer is not None:
-        return cfg.optimizer
-    recipe = RULES.get(cfg.rule).meta.get("recipe") if cfg.rule in RULES.names() else None
-    return (recipe.optimizer if recipe is not None else None) or str(GLOBAL.optimizer)
-
-
 def fixed_subset(n: int, size: int) -> torch.Tensor:
     """``size`` indices spread evenly over ``range(n)`` (all of them when n <= size)."""
     if n <= size:
