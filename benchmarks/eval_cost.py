@@ -69,10 +69,13 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             demo = demo_table(Path(tmp)) if args.demo else None
         atomic_write_json(RESULTS, {"resnet20": row, "demo": demo})
+    command = command_line()
+    if args.report_only:  # the command that made the saved figures
+        command = "python benchmarks/eval_cost.py" + (" --demo" if demo else "")
     lines = [
         "## Evaluation cost: resnet20 on 4,000 MNIST images, 2 epochs (issue 11)",
         "",
-        f"- command: `{command_line()}` (under `flock /tmp/locallearn-bench.lock`), which "
+        f"- command: `{command}` (under `flock /tmp/locallearn-bench.lock`), which "
         "runs `locallearn train --model resnet20 --data mnist --data-dir ../shared/data "
         "--train-limit 4000 --epochs 2` with its defaults",
         f"- machine: {machine()}; date: {today()}; run with {row['threads']} threads; load "
