@@ -245,6 +245,13 @@ def _loss_text(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.4f}"  # None: the last block rested all epoch
 
 
+def _score_text(record: dict[str, Any]) -> str:
+    """Test accuracy, or for a regression run (test_acc None) test R^2 and RMSE."""
+    if record.get("test_acc") is None and record.get("test_r2") is not None:
+        return f"test R2 {record['test_r2']:.4f}  RMSE {record['test_rmse']:.4g}"
+    return f"test acc {record['test_acc']:.4f}"
+
+
 def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
     """(show a progress bar?, per-epoch callback for logs).
 
@@ -263,7 +270,7 @@ def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
             last[0] = now
             print(
                 f"[{cfg.rule}] epoch {record['epoch']}/{cfg.epochs}  "
-                f"loss {_loss_text(record['train_loss'])}  test acc {record['test_acc']:.4f}",
+                f"loss {_loss_text(record['train_loss'])}  {_score_text(record)}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -277,7 +284,7 @@ def _finished(summary: dict[str, Any], quiet: bool) -> None:
     from locallearn.report import format_bytes
 
     print(
-        f"[{summary['rule']}] test acc {summary['test_acc']:.4f}  "
+        f"[{summary['rule']}] {_score_text(summary)}  "
         f"act memory {format_bytes(summary['act_bytes_peak'])}  "
         f"{summary['epoch_seconds']:.3f}s/epoch  -> {summary['run_dir']}",
         file=sys.stderr,

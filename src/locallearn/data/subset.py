@@ -63,7 +63,11 @@ def limit_train(dataset: Dataset, n: int) -> Dataset:
         )
     if n == size:
         return dataset
-    keep = torch.from_numpy(stratified_indices(dataset.y_train.numpy(), operator.index(n)))
+    if dataset.task == "regression":  # no classes to stratify by: a fixed random subset
+        order = np.random.default_rng(SUBSET_SEED).permutation(size)
+        keep = torch.from_numpy(np.sort(order[: operator.index(n)]))
+    else:
+        keep = torch.from_numpy(stratified_indices(dataset.y_train.numpy(), operator.index(n)))
     return dataclasses.replace(
         dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep]
     )

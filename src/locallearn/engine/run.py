@@ -22,7 +22,7 @@ from locallearn import __version__
 from locallearn.config import RunConfig, load_config_file, to_toml, validate
 from locallearn.data import DATASETS, Dataset, load_dataset
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from locallearn.engine.loop import batches, evaluate, train_epoch
+from locallearn.engine.loop import batches, evaluate, evaluate_regression, train_epoch
 from locallearn.errors import UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
 from locallearn.models import MODELS, build_model
@@ -142,7 +142,9 @@ class Run:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
         check_accelerator_options(cfg, self.device)
         torch.manual_seed(cfg.seed)
-        if network is None:
+        if RULES.get(cfg.rule).meta.get("own_network"):
+            network = own_network_placeholder(cfg)
+        elif network is None:
             network = build_model(
                 cfg.model, self.data.input_shape, self.data.classes, **cfg.model_options()
             )
@@ -152,6 +154,7 @@ class Run:
             self.data.input_shape,
             self.data.classes,
             input_stats=(self.data.mean, self.data.std),
+            task=self.data.task,
             **cfg.rule_options(),
         )
         self.rule.to(self.device)
@@ -255,12 +258,18 @@ class Run:
         )
         frozen = [*self.rule.network.parameters(), *self.rule.network.buffers()]
         frozen += [*self.rule.signal_modules().parameters(), *self.rule.signal_modules().buffers()]
+        for stage in self.rule.stages:  # a block need not be part of the network (GBNN)
+            frozen += [*stage.block.parameters(), *stage.block.buffers()]
         for epoch in range(self.state.epoch, cfg.epochs):
             meter = SavedTensorMeter(exclude=frozen)
             data = batches(
                 self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
             )
             self.rule.begin_epoch(epoch, cfg.epochs)
+            own = self.rule.epoch_batches(
+                self._x_train, self._y_train, cfg.batch_size, epoch_generator(cfg.seed, epoch)
+            )
+            data = own if own is not None else data
             for optimizer in self.optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
@@ -276,12 +285,13 @@ class Run:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
-            test_acc = evaluate(self.rule, self._x_test, self._y_test)
+            scores = self._scores(self._x_test, self._y_test, "test")
+            test_acc = scores["test_acc"]
             record = {
                 "epoch": epoch + 1,
                 "train_loss": losses[-1],
                 "block_losses": losses,
-                "test_acc": test_acc,
+                **scores,
                 "epoch_seconds": seconds,
                 "act_bytes_peak": meter.peak,
             }
@@ -297,7 +307,8 @@ class Run:
             self._save_checkpoint()
             self._write_metrics()
             if bar:
-                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), test=f"{test_acc:.3f}")
+                test = test_acc if test_acc is not None else scores["test_r2"]
+                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), test=f"{test:.3f}")
             if self.on_epoch is not None:
                 self.on_epoch(record, cfg)
         if bar:
@@ -307,19 +318,28 @@ class Run:
             atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
+    def _scores(self, x: torch.Tensor, y: torch.Tensor, split: str) -> dict[str, Any]:
+        """``{split}_acc``; for a regression dataset ``{split}_acc`` is None (the key stays,
+        DESIGN.md requires it) beside ``{split}_r2`` and ``{split}_rmse``."""
+        if self.data.task != "regression":
+            return {f"{split}_acc": evaluate(self.rule, x, y)}
+        reg = evaluate_regression(self.rule, x, y)
+        return {f"{split}_acc": None, f"{split}_r2": reg["r2"], f"{split}_rmse": reg["rmse"]}
+
     def summary(self) -> dict[str, Any]:
         cfg, state, rule = self.cfg, self.state, self.rule
         last = state.history[-1] if state.history else {}
         out: dict[str, Any] = {
             "rule": cfg.rule,
-            "model": cfg.model,
+            "model": getattr(rule, "model_name", cfg.model),
             "data": cfg.data,
+            "task": self.data.task,
             "blocks": rule.blocks,
             "epochs": state.epoch,
             "seed": cfg.seed,
             "device": str(self.device),
-            "test_acc": evaluate(rule, self._x_test, self._y_test),
-            "train_acc": evaluate(rule, self._x_train, self._y_train),
+            **self._scores(self._x_test, self._y_test, "test"),
+            **self._scores(self._x_train, self._y_train, "train"),
             "train_loss": last.get("train_loss"),
             "block_losses": last.get("block_losses"),
             "params": count_params(rule.network.parameters()),
@@ -338,15 +358,30 @@ class Run:
             "optimizer": cfg.optimizer,
             "train_size": int(self._x_train.shape[0]),
             "test_size": int(self._x_test.shape[0]),
-            "test_acc_curve": [r["test_acc"] for r in state.history],
+            "test_acc_curve": [r.get("test_acc") for r in state.history],
             "train_loss_curve": [r["train_loss"] for r in state.history],
             "torch_version": torch.__version__,
             "locallearn_version": __version__,
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
         }
+        if self.data.task == "regression":
+            out["test_r2_curve"] = [r.get("test_r2") for r in state.history]
+        out.update(rule.extra_summary(self._x_test, self._y_test))
         if self.device.type == "cuda":
             out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
         return out
+
+
+def own_network_placeholder(cfg: RunConfig) -> nn.Sequential:
+    """The empty network handed to a rule that builds its own (GBNN): model options would
+    be ignored, so setting one is an error."""
+    for key, value in cfg.model_options().items():
+        if value is not None:
+            raise UsageError(
+                f"--{key.replace('_', '-')} does not apply to rule {cfg.rule!r}: it builds its "
+                "own network (see its --gb-* options)"
+            )
+    return nn.Sequential()
 
 
 def _fmt(loss: float | None) -> str:

@@ -46,11 +46,13 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
     "vs BP" is act_bytes_peak divided by the BP run's, when a BP run is in the list.
     """
     bp = next((s for s in summaries if s["rule"] == "bp"), None)
+    # Regression runs (test_acc None) show R^2 in the accuracy columns' place, plus RMSE.
+    regression = any(s.get("test_acc") is None and "test_r2" in s for s in summaries)
+    scores = ["test R2", "train R2", "test RMSE"] if regression else ["test acc", "train acc"]
     headers = [
         "rule",
         "K",
-        "test acc",
-        "train acc",
+        *scores,
         "act memory",
         "vs BP",
         "time/epoch",
@@ -68,8 +70,7 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
             [
                 s["rule"],
                 s["blocks"],
-                f"{s['test_acc']:.4f}",
-                f"{s['train_acc']:.4f}",
+                *_score_cells(s, regression),
                 format_bytes(s["act_bytes_peak"]),
                 ratio,
                 f"{s['epoch_seconds']:.3f}s",
@@ -78,3 +79,12 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
             ]
         )
     return format_table(headers, rows)
+
+
+def _score_cells(s: dict[str, Any], regression: bool) -> list[str]:
+    def num(value: float | None, spec: str = ".4f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    if regression:
+        return [num(s.get("test_r2")), num(s.get("train_r2")), num(s.get("test_rmse"), ".4g")]
+    return [num(s["test_acc"]), num(s["train_acc"])]

@@ -31,6 +31,7 @@ class Greedy(Rule):
     description="greedy local learning (DGL): auxiliary classifier head per block",
     options=("blocks", "head", "cuts"),
     paper="Belilovsky et al., ICML 2019 / 2020",
+    tasks=("classification", "regression"),  # a head regresses with MSE like the last block
 )
 def build_greedy(
     network: nn.Sequential,
@@ -40,6 +41,7 @@ def build_greedy(
     blocks: int = 3,
     head: str = "auto",
     cuts: Sequence[int] | None = None,
+    task: str = "classification",
 ) -> Greedy:
     cut_points = resolve_cuts(network, input_shape, blocks, cuts)
     parts = slice_blocks(network, cut_points)
