@@ -346,3 +346,20 @@ def test_gbnn_errors(options, message):
         .replace("]", r"\]"),
     ):
         Run(RunConfig(**cfg)).fit()
+
+
+@pytest.mark.parametrize("activation", ["logistic", "tanh", "relu", "identity"])
+def test_fused_weak_learner_has_the_gradients_of_the_plain_one(activation):
+    from locallearn.rules.gbnn import WeakLearner
+
+    torch.manual_seed(0)
+    learner = WeakLearner(5, 3, 2, activation).double()
+    learner.scale.fill_(1.7)
+    x, target = torch.randn(7, 5, dtype=D), torch.randn(7, 2, dtype=D)
+    torch.nn.functional.mse_loss(learner(x), target).backward()
+    fused = [p.grad.clone() for p in learner.parameters()]
+    learner.zero_grad()
+    plain = learner.out(learner.act(learner.hidden(x))) * learner.scale
+    torch.nn.functional.mse_loss(plain, target).backward()
+    for got, want in zip(fused, [p.grad for p in learner.parameters()]):
+        assert torch.allclose(got, want, atol=1e-12), activation

@@ -85,7 +85,7 @@ class RunConfig:
         "rule", "GBNN: fraction of training rows per round, without replacement (default 0.5)"
     )
     gb_eta: float | None = _opt("rule", "GBNN: shrinkage eta of each round's step (default 1)")
-    gb_steps: int | None = _opt("rule", "GBNN: optimizer steps per round (default 100)")
+    gb_steps: int | None = _opt("rule", "GBNN: optimizer steps per round (default 50)")
     gb_activation: str | None = _opt(
         "rule", "GBNN: hidden activation, logistic|tanh|relu|identity (default logistic)"
     )

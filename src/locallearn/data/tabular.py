@@ -22,9 +22,7 @@ FRIEDMAN1_SAMPLES = 1000
 FRIEDMAN1_NOISE = 1.0
 
 
-def tabular_dataset(
-    name: str, x: np.ndarray, y: np.ndarray, *, task: str, source: str
-) -> Dataset:
+def tabular_dataset(name: str, x: np.ndarray, y: np.ndarray, *, task: str, source: str) -> Dataset:
     """The fixed 70/30 split of (x, y), standardised on its training rows."""
     from sklearn.model_selection import train_test_split
 

@@ -76,13 +76,18 @@ def check_fresh_run_dir(run_dir: Path) -> None:
             )
 
 
-def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: RunConfig, params: list[nn.Parameter], fused: bool = False
+) -> torch.optim.Optimizer:
     # foreach: one batched call over a block's tensors instead of a Python loop per tensor;
     # with many small blocks and heads the loop would rival the forward/backward work.
+    # fused (a rule's ``fused_optimizer``): one kernel per step, ~2.7x faster than foreach for
+    # a stage of a few tiny tensors (GBNN's weak learners), where the step is all overhead.
+    kind = {"fused": True} if fused else {"foreach": True}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kind)
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kind
     )
 
 
@@ -161,7 +166,8 @@ class Run:
         if cfg.channels_last:
             self.rule.network.to(memory_format=torch.channels_last)
         self.optimizers = [
-            make_optimizer(cfg, self.rule.stage_parameters(i)) for i in range(self.rule.blocks)
+            make_optimizer(cfg, self.rule.stage_parameters(i), self.rule.fused_optimizer)
+            for i in range(self.rule.blocks)
         ]
         self.state = TrainState()
         self._x_train, self._y_train = self._to_device(self.data.x_train, self.data.y_train)
