@@ -73,13 +73,10 @@ class _LocalLearningBase(BaseEstimator):
         return {**super().get_params(deep=deep), **self._options}
 
     def set_params(self, **params: Any) -> _LocalLearningBase:
+        # As scikit-learn's convention: store now, validate in fit (an unknown option is a
+        # ValueError there).
         own = set(super().get_params(deep=False))
-        for key in [k for k in params if k not in own]:
-            if key not in RunConfig.__dataclass_fields__ or key in ("rule", "model", "data"):
-                raise ValueError(
-                    f"invalid parameter {key!r} for {type(self).__name__}: give a RunConfig "
-                    "option (width, depth, blocks, head, ...; `locallearn train --help`)"
-                )
+        for key in [k for k in params if k not in own and "__" not in k]:
             self._options[key] = params.pop(key)
         super().set_params(**params)
         return self
@@ -88,6 +85,13 @@ class _LocalLearningBase(BaseEstimator):
     def _config(self, seed: int) -> RunConfig:
         values = {k: getattr(self, k) for k in _RUN_KEYS}
         values.update(self._options)
+        fields = set(RunConfig.__dataclass_fields__) - {"rule", "model", "data", "seed"}
+        unknown = sorted(k for k in values if k not in fields)
+        if unknown:
+            raise ValueError(
+                f"invalid parameter {unknown[0]!r} for {type(self).__name__}: give a RunConfig "
+                "option (width, depth, blocks, head, ...; see `locallearn train --help`)"
+            )
         return RunConfig(rule=self.rule, model=self.model, data="numpy", seed=seed, **values)
 
     def _fit(self, X: np.ndarray, y: np.ndarray, y_train: torch.Tensor, outputs: int) -> None:
@@ -111,9 +115,13 @@ class _LocalLearningBase(BaseEstimator):
                 self.summary_ = run.fit()
         except UsageError as err:
             raise ValueError(str(err)) from None
+        self.n_iter_ = self._iterations()
         rule = run.rule.to("cpu").to(torch.float64)  # type: ignore[arg-type]
         rule.train(False)
         self.rule_ = rule
+
+    def _iterations(self) -> int:
+        return int(self.summary_["epochs"])
 
     def _scores(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "rule_")
@@ -150,7 +158,8 @@ class LocalLearningClassifier(ClassifierMixin, _LocalLearningBase):
         return torch.softmax(scores, dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self._scores(X), axis=1)]
+        scores = self._scores(X)  # first: an unfitted estimator raises NotFittedError
+        return self.classes_[np.argmax(scores, axis=1)]
 
 
 class LocalLearningRegressor(RegressorMixin, _LocalLearningBase):
@@ -233,6 +242,9 @@ class _GBNNParams:
 
     def set_params(self, **params: Any) -> Any:
         return BaseEstimator.set_params(self, **params)  # type: ignore[arg-type]
+
+    def _iterations(self) -> int:
+        return self.max_iter  # optimizer steps of each round's weak learner
 
     def _config(self, seed: int) -> RunConfig:
         if self.num_nn_step < 1 or self.total_nn < self.num_nn_step:
