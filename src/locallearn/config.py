@@ -89,6 +89,9 @@ class RunConfig:
     gb_activation: str | None = _opt(
         "rule", "GBNN: hidden activation, logistic|tanh|relu|identity (default logistic)"
     )
+    gb_refit: bool | None = _opt(
+        "rule", "GBNN: refit each round's output layer by least squares at its end (default on)"
+    )
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")

@@ -184,10 +184,12 @@ class _GBNNParams:
     ``total_nn`` hidden units in all, ``num_nn_step`` per round (T = total_nn // num_nn_step,
     as the package), ``eta`` shrinkage, ``subsample`` rows per round (without replacement),
     ``activation``, ``random_state``; ``max_iter`` is the number of optimizer steps of each
-    round's weak learner (the package: L-BFGS iterations, default 200; ours default 50 Adam
-    steps, full batch: ``batch_size=None`` gives the whole subsample). ``lr``, ``optimizer``,
-    ``weight_decay`` (the package's ``alpha`` is an L2 penalty of 1e-4), ``device`` and
-    ``threads`` are ours.
+    round's weak learner (the package: L-BFGS iterations, default 200; ours default 30 Adam
+    steps at lr 1e-2, full batch: ``batch_size=None`` gives the whole subsample; chosen on
+    validation splits of the training sets, see BENCHMARKS.md). ``refit`` (rule option
+    ``gb_refit``: the output layer refit by least squares at the end of each round), ``lr``,
+    ``optimizer``, ``weight_decay`` (the package's ``alpha`` is an L2 penalty of 1e-4),
+    ``device`` and ``threads`` are ours.
     """
 
     def __init__(
@@ -196,10 +198,11 @@ class _GBNNParams:
         num_nn_step: int = 1,
         eta: float = 1.0,
         subsample: float = 0.5,
-        max_iter: int = 50,
+        max_iter: int = 30,
         random_state: int | np.random.RandomState | None = None,
         activation: str = "logistic",
         *,
+        refit: bool = True,
         lr: float = 1e-2,
         batch_size: int | None = None,
         optimizer: str = "adam",
@@ -214,6 +217,7 @@ class _GBNNParams:
         self.max_iter = max_iter
         self.random_state = random_state
         self.activation = activation
+        self.refit = refit
         self.lr = lr
         self.batch_size = batch_size
         self.optimizer = optimizer
@@ -269,6 +273,7 @@ class _GBNNParams:
             gb_subsample=self.subsample,
             gb_steps=self.max_iter,
             gb_activation=self.activation,
+            gb_refit=self.refit,
         )
 
 

@@ -309,7 +309,9 @@ class GBNN(Rule):
         eta: float,
         steps: int,
         activation: str,
+        refit: bool = True,
     ) -> None:
+        self.refit = refit
         self.loss_fn = boost_loss(task, classes)
         self.task = task
         self.outputs = 1 if task == "regression" or classes == 2 else classes
@@ -336,7 +338,7 @@ class GBNN(Rule):
         # depend on the run seed only, and a rebuilt rule (resume) draws the same value.
         self.base_seed = int(torch.randint(0, 2**31 - 1, ()))
         self.f0 = torch.zeros(self.outputs)
-        self.rhos = torch.zeros(rounds)
+        self.rhos = torch.zeros(rounds, dtype=torch.float64)
         self.train_losses: list[float] = []
         self.finished = 0  # rounds whose rho is known (packed into the network)
         self.current = 0
@@ -410,10 +412,13 @@ class GBNN(Rule):
         """Residuals of F_{r-1} on every row; the round's subsample and target scale."""
         if r != self.finished:
             raise RuntimeError(f"gbnn: round {r} starts after {self.finished} finished rounds")
-        target = self.loss_fn.encode(y).to(x.device)
+        # The boosting arithmetic in float64, as the package's numpy: in float32 a softmax
+        # saturates (p == 1 exactly) once a class leads by ~17, the Newton step's denominator
+        # p (1 - p) becomes 0 and rho explodes; float64 holds out to ~37.
+        target = self.loss_fn.encode(y).to(x.device, torch.float64)
         if r == 0:
             self.f0 = self.loss_fn.init(target).float().cpu()
-        residual = self.loss_fn.residual(target, self.raw(x))
+        residual = self.loss_fn.residual(target, self.raw(x).double())
         n = x.shape[0]
         if self.subsample < 1.0:
             # int(subsample * n) rows without replacement, as the package's
@@ -424,13 +429,15 @@ class GBNN(Rule):
             rows = torch.arange(n, device=x.device)
         sub = residual.index_select(0, rows)
         scale = sub.pow(2).mean().sqrt()
+        train_targets = residual.to(x.dtype)
         learner = self.learners[r]
         assert isinstance(learner, WeakLearner)
         learner.scale.fill_(float(scale) if float(scale) > 0 else 1.0)
         self._round = {
             "index": r,
             "rows": rows,
-            "targets": residual,
+            "residual": residual,
+            "targets": train_targets,
             "encoded": target,
             "x": x,
             "pass": -1,
@@ -449,17 +456,37 @@ class GBNN(Rule):
         assert rd is not None and rd["index"] == r
         learner = self.learners[r]
         assert isinstance(learner, WeakLearner)
+        if self.refit:
+            self._refit_output(learner, rd)
         learner.train(False)
-        f = learner(rd["x"])
+        f = learner(rd["x"]).double()
         learner.train(True)
-        rho = self.eta * self.loss_fn.step(rd["encoded"], rd["targets"], f)
+        rho = self.eta * self.loss_fn.step(rd["encoded"], rd["residual"], f)
         rho = torch.nan_to_num(rho, nan=0.0, posinf=0.0, neginf=0.0)  # f == 0: no step
         self.rhos[r] = float(rho)
         self._pack(r)
-        raw = self.raw(rd["x"])
+        raw = self.raw(rd["x"]).double()
         self.train_losses.append(float(self.loss_fn.loss(rd["encoded"], raw)))
         self.finished = r + 1
         self._round = None
+
+    @staticmethod
+    @torch.no_grad()
+    def _refit_output(learner: WeakLearner, rd: dict[str, Any]) -> None:
+        """The weak learner's output layer by least squares on the round's subsample, given
+        its trained hidden units (ridge 1e-8 per row against a rank-deficient design)."""
+        x = rd["x"].index_select(0, rd["rows"]).flatten(1)
+        hidden = learner.act(learner.hidden(x)).double()
+        design = torch.cat([hidden, torch.ones_like(hidden[:, :1])], dim=1)  # (n, J + 1)
+        target = rd["residual"].index_select(0, rd["rows"]) / learner.scale.double()
+        gram = design.T @ design
+        gram += (
+            1e-8 * design.shape[0] * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        )
+        beta = torch.linalg.solve(gram, design.T @ target)  # (J + 1, outputs)
+        if bool(torch.isfinite(beta).all()):
+            learner.out.weight.copy_(beta[:-1].T)
+            learner.out.bias.copy_(beta[-1])
 
     @torch.no_grad()
     def _pack(self, r: int) -> None:
@@ -549,7 +576,15 @@ class GBNN(Rule):
 @RULES.register(
     "gbnn",
     description="gradient-boosted sequential training: T rounds of J hidden units, packed",
-    options=("gb_rounds", "gb_units", "gb_subsample", "gb_eta", "gb_steps", "gb_activation"),
+    options=(
+        "gb_rounds",
+        "gb_units",
+        "gb_subsample",
+        "gb_eta",
+        "gb_steps",
+        "gb_activation",
+        "gb_refit",
+    ),
     paper="Emami & Martinez-Munoz, IEEE Access 2023",
     tasks=("classification", "regression"),
     own_network=True,
@@ -566,6 +601,7 @@ def build_gbnn(
     gb_eta: float = 1.0,
     gb_steps: int = 50,
     gb_activation: str = "logistic",
+    gb_refit: bool = True,
 ) -> GBNN:
     for flag, value in (("--gb-rounds", gb_rounds), ("--gb-units", gb_units)):
         if value < 1:
@@ -592,4 +628,5 @@ def build_gbnn(
         gb_eta,
         gb_steps,
         gb_activation,
+        gb_refit,
     )
