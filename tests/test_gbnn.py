@@ -322,6 +322,7 @@ def test_cli_digits_and_diabetes_print_their_metric(tmp_path, capsys):
     assert summary["test_acc"] is None and summary["task"] == "regression"
     assert summary["model"] == "gbnn-50x1" and summary["blocks"] == 50
     assert len(summary["staged_test_score"]) == 50
+    assert (tmp_path / "r" / "staged.png").stat().st_size > 1000, "the staged-score plot"
 
 
 @pytest.mark.parametrize(

@@ -341,6 +341,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()
     _write_json(args.json, summary)
+    if summary.get("staged_test_score"):  # GBNN: the score after each round
+        from locallearn.report.plot import plot_staged
+
+        plot_staged(summary, out / "staged.png")
     _finished(summary, args.quiet)
     print(summary_table([summary]))
     return 0
