@@ -364,3 +364,15 @@ def test_fused_weak_learner_has_the_gradients_of_the_plain_one(activation):
     torch.nn.functional.mse_loss(plain, target).backward()
     for got, want in zip(fused, [p.grad for p in learner.parameters()]):
         assert torch.allclose(got, want, atol=1e-12), activation
+
+
+def test_measure_steps_one_round_whatever_the_number_of_rounds(tmp_path):
+    peaks = []
+    for rounds in ("2", "20"):
+        out = tmp_path / f"m{rounds}.json"
+        args = ["measure", "--rule", "gbnn", "--model", "mlp", "--input-shape", "64",
+                "--gb-rounds", rounds, "--gb-steps", "2", "--steps", "1", "--quiet",
+                "--json", str(out)]  # fmt: skip
+        assert main(args) == 0
+        peaks.append(json.loads(out.read_text())[0]["act_bytes_peak"])
+    assert peaks[0] == peaks[1] > 0

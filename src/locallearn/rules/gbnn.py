@@ -363,6 +363,14 @@ class GBNN(Rule):
     def rest(self, stage_index: int, h: torch.Tensor) -> torch.Tensor:
         return h  # every round reads the input itself
 
+    def begin_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batches from ``epoch_batches`` carry residuals (N, outputs); a batch of plain
+        labels (``locallearn measure``'s random data) is encoded as the package's targets,
+        a stand-in of the same shape and cost."""
+        if y.dim() == 1:
+            y = self.loss_fn.encode(y).to(x.device, x.dtype)
+        return x, y
+
     def epoch_batches(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -446,7 +454,8 @@ class GBNN(Rule):
         }
 
     def after_step(self, stage_index: int) -> None:
-        if self._step % self.steps == self.steps - 1:
+        # Only a step fed by epoch_batches ends a round (measure's steps have no round).
+        if self._round is not None and self._step % self.steps == self.steps - 1:
             self._finish_round(stage_index)
 
     @torch.no_grad()
@@ -588,6 +597,7 @@ class GBNN(Rule):
     paper="Emami & Martinez-Munoz, IEEE Access 2023",
     tasks=("classification", "regression"),
     own_network=True,
+    families=("dense",),  # it builds a fully connected network of its own
 )
 def build_gbnn(
     network: nn.Sequential,
