@@ -42,6 +42,18 @@ Where ours differs from the package, and why:
   scikit-learn's ``MLPRegressor`` with L-BFGS for up to ``max_iter=200`` iterations, full
   batch, with an L2 penalty ``alpha=1e-4`` (ours: ``--weight-decay``, default 0). The
   optimizer is what the one loop steps; L-BFGS is not a per-batch optimizer.
+- Unless ``--no-gb-refit``, at the end of its round the weak learner's output layer (which
+  the output is linear in) is refit by exact least squares on the round's subsample, given
+  its trained hidden units: the point L-BFGS converges to for those weights. With a budget
+  of a few dozen Adam steps it is what keeps a round's fit close to the package's (chosen
+  on validation splits; BENCHMARKS.md).
+- The boosting arithmetic (residuals, rho, losses) runs in float64 like the package's numpy;
+  the weak learners train in float32. In float32 a softmax saturates once a class leads by
+  about 17 and the multi-class Newton step's denominator becomes exactly 0.
+- The multi-class Newton step diverges on training sets the rounds separate (p(1-p) -> 0,
+  rho grows round after round): the package does the same (iris, T=50: both blow up on
+  some seeds; BENCHMARKS.md). We keep its formula; a round whose rho is not finite adds
+  nothing (rho = 0), where the package would propagate inf/NaN.
 - The weak learner's output is multiplied by a fixed scale, the RMS of its targets (set at
   the round's start): the same function class, so the same boosted model, but Adam's step
   size then means the same for residuals of size 0.01 or 100 (L-BFGS is scale-free).
@@ -52,7 +64,9 @@ Where ours differs from the package, and why:
   the logistic activation, sqrt(6/...) otherwise), drawn from torch's generator.
 - Epochs: the T * ``--gb-steps`` optimizer steps are split evenly over ``--epochs`` (an
   epoch record may end inside a round); ``--epochs`` sets how often the run is evaluated and
-  checkpointed, not how much it trains. Give --epochs T for one record per round.
+  checkpointed, not how much it trains. Give --epochs T for one record per round. The
+  run's ``train_loss`` is the last trained stage's (a round's normalised residual fit);
+  the boosted model's loss after each round is ``gb_train_loss``.
 - The package's multi-class training "loss" is a sum over rows; ``gb_train_loss`` here is the
   mean (cross-entropy, log-exponential or squared error) after each round.
 """
