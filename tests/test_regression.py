@@ -110,3 +110,16 @@ def test_compare_table_shows_r2_for_regression(tmp_path, capsys):
     header = capsys.readouterr().out.splitlines()[0]
     assert "test R2" in header and "test RMSE" in header and "test acc" not in header
     assert (tmp_path / "c.png").exists()
+
+
+def test_api_tensors_with_float_targets_are_a_regression_task(tmp_path):
+    x = torch.randn(80, 3)
+    y = x[:, 0] * 2 + 0.1 * torch.randn(80)
+    s = locallearn.train(
+        "bp", "mlp", (x, y, x, y), epochs=30, lr=3e-2, width=16, out=tmp_path / "r"
+    )
+    assert s["task"] == "regression" and s["test_r2"] > 0.8, s["test_r2"]
+    with pytest.raises(UsageError, match="is a regression run.*classification runs only"):
+        from locallearn.probes.run import probe_run
+
+        probe_run(tmp_path / "r", dataset=locallearn.api._as_dataset((x, y, x, y)))
