@@ -34,7 +34,9 @@ OFFLINE = {
 }
 GENERATED = {"dsd", "shortcut"}  # synthetic tasks (tests/test_dsd.py, tests/test_shortcut.py)
 FILES = {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "stl10"}
-ALL = {*OFFLINE, *GENERATED, *FILES}
+# scikit-learn's tabular sets (tests/test_regression.py checks their splits)
+TABULAR = {"iris", "wine", "breast-cancer", "diabetes", "friedman1"}
+ALL = {*OFFLINE, *GENERATED, *FILES, *TABULAR}
 IDX_NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
