@@ -70,7 +70,16 @@ def test_registry_holds_every_family() -> None:
     assert [info["name"] for info in infos] == sorted(ALL)
     for info in infos:
         assert set(info) == {"name", "shape", "classes", "source", "description"}
-        expected = {"cifar100": 100, "dsd": 2, "shortcut": 2}.get(info["name"], 10)
+        expected = {
+            "cifar100": 100,
+            "dsd": 2,
+            "shortcut": 2,
+            "iris": 3,
+            "wine": 3,
+            "breast-cancer": 2,
+            "diabetes": 1,  # regression: one output
+            "friedman1": 1,
+        }.get(info["name"], 10)
         assert info["classes"] == expected
         assert isinstance(info["shape"], tuple) and info["source"] and info["description"]
 
