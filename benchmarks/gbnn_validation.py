@@ -47,7 +47,7 @@ def main(names: str) -> None:
             for seed in (0, 1):
                 cfg = RunConfig(
                     rule="gbnn", data=name, gb_rounds=50, gb_steps=steps, gb_refit=refit,
-                    lr=lr, batch_size=10**9, epochs=1, seed=seed, threads=1,
+                    lr=lr, batch_size=10**9, epochs=1, seed=seed, threads=1, val_split=0.0,
                 )  # fmt: skip
                 start = time.perf_counter()
                 s = Run(cfg, dataset=split).fit()

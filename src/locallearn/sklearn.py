@@ -85,14 +85,23 @@ class _LocalLearningBase(BaseEstimator):
     def _config(self, seed: int) -> RunConfig:
         values = {k: getattr(self, k) for k in _RUN_KEYS}
         values.update(self._options)
-        fields = set(RunConfig.__dataclass_fields__) - {"rule", "model", "data", "seed"}
+        fields = set(RunConfig.__dataclass_fields__) - {
+            "rule",
+            "model",
+            "data",
+            "seed",
+            "val_split",
+        }
         unknown = sorted(k for k in values if k not in fields)
         if unknown:
             raise ValueError(
                 f"invalid parameter {unknown[0]!r} for {type(self).__name__}: give a RunConfig "
                 "option (width, depth, blocks, head, ...; see `locallearn train --help`)"
             )
-        return RunConfig(rule=self.rule, model=self.model, data="numpy", seed=seed, **values)
+        # val_split 0: fit trains on every row it is given (cross-validation is the caller's).
+        return RunConfig(
+            rule=self.rule, model=self.model, data="numpy", seed=seed, val_split=0.0, **values
+        )
 
     def _fit(self, X: np.ndarray, y: np.ndarray, y_train: torch.Tensor, outputs: int) -> None:
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
@@ -260,6 +269,7 @@ class _GBNNParams:
             rule="gbnn",
             data="numpy",
             seed=seed,
+            val_split=0.0,
             epochs=1,
             batch_size=self.batch_size if self.batch_size is not None else 2**31 - 1,
             lr=self.lr,

@@ -34,6 +34,9 @@ class Dataset:
     # from the generator; None when the dataset defines none. Applied with --augment.
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     task: str = "classification"  # or "regression" (see TASKS)
+    # The validation split (``--val-split``), held out of the training set; None: none.
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from locallearn.models.base import output_shape
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, HeadLoss, Rule, Stage, TaskLoss
 from locallearn.rules.cutting import resolve_cuts, slice_blocks
 from locallearn.rules.heads import make_head
@@ -32,6 +33,10 @@ class Greedy(Rule):
     options=("blocks", "head", "cuts"),
     paper="Belilovsky et al., ICML 2019 / 2020",
     tasks=("classification", "regression"),  # a head regresses with MSE like the last block
+    recipe=Recipe(
+        source="shared with BP, as in the paper (local and end-to-end networks trained with one "
+        "recipe): the global default"
+    ),
 )
 def build_greedy(
     network: nn.Sequential,

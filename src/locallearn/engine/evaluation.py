@@ -1,0 +1,171 @@
+"""What a run evaluates, when, and what it costs.
+
+Per epoch: the validation split (``--val-split``; every ``--eval-every`` epochs and always the
+last). At the end: the test set, once, and the training accuracy on a fixed subset of the
+training set. With ``--keep-best`` the weights of the best validation epoch are kept (in
+memory and in the checkpoint) and the test set is evaluated for them too. With validation
+off (``--val-split 0``) the epoch records carry ``test_acc`` as older runs did, and the last
+epoch's figure is the summary's (never a second pass over the test set).
+
+Evaluation runs at ``EVAL_BATCH`` samples per batch: on CPU a conv net's forward pass costs
+more per sample in large batches (measured, resnet20 on MNIST, one thread: 3.1-3.9 ms per
+sample at batch 50-100, 4.1-4.8 at 250, 8.1 at 1,000; BENCHMARKS.md, "evaluation cost").
+
+On a regression dataset every ``*_acc`` key is None (the summary keeps it: DESIGN.md requires
+``test_acc`` and ``train_acc``) and ``*_r2`` (the figure compared, kept best by
+``--keep-best``) and ``*_rmse`` stand beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from locallearn.config import RunConfig
+from locallearn.engine.loop import evaluate, evaluate_regression
+from locallearn.errors import UsageError
+
+if TYPE_CHECKING:  # engine.run imports this module
+    from locallearn.engine.run import Run
+
+EVAL_BATCH = 100
+TRAIN_ACC_SAMPLES = 1_000  # the fixed training subset the summary's train_acc is measured on
+
+
+def resolve_run_config(cfg: RunConfig, *, custom_model: bool = False) -> RunConfig:
+    """Fill the unset training settings from the rule's recipe, then the global default."""
+    from locallearn.models import MODELS
+    from locallearn.recipe import resolve
+    from locallearn.rules import RULES
+
+    takes = () if custom_model else MODELS.get(cfg.model).options
+    return resolve(cfg, RULES.get(cfg.rule).meta.get("recipe"), takes)
+
+
+def fixed_subset(n: int, size: int) -> torch.Tensor:
+    """``size`` indices spread evenly over ``range(n)`` (all of them when n <= size)."""
+    if n <= size:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, size).round().long()
+
+
+class Evaluator:
+    """The evaluations of one Run; their time goes into ``run.state.eval_seconds``."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        data = run.data
+        self.regression = data.task == "regression"
+        self._rmse: float | None = None
+        self.val: tuple[torch.Tensor, torch.Tensor] | None = None
+        if data.x_val is not None and data.y_val is not None:
+            self.val = run._to_device(data.x_val, data.y_val)
+        if run.cfg.keep_best and self.val is None:
+            raise UsageError("--keep-best needs a validation split: give --val-split F (F > 0)")
+        index = fixed_subset(run._x_train.shape[0], TRAIN_ACC_SAMPLES).to(run._x_train.device)
+        self.train_subset = (run._x_train[index], run._y_train[index])
+        # --keep-best: {"epoch", "val_acc", "network", "rule"} of the best validation epoch.
+        self.best: dict[str, Any] | None = None
+        # (epoch, test acc or R^2, RMSE or None) of a pass made
+        self._test_cache: tuple[int, float, float | None] | None = None
+
+    def _timed(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy, or for a regression dataset R^2 (its RMSE is kept in ``_rmse``)."""
+        start = time.perf_counter()
+        if self.regression:
+            scores = evaluate_regression(self.run.rule, x, y, batch_size=EVAL_BATCH)
+            score, self._rmse = scores["r2"], scores["rmse"]
+        else:
+            score = evaluate(self.run.rule, x, y, batch_size=EVAL_BATCH)
+        self.run.state.eval_seconds += time.perf_counter() - start
+        return score
+
+    def _keys(self, split: str, score: float, rmse: float | None = None) -> dict[str, Any]:
+        """The record keys of one score: ``{split}_acc``, or for regression ``{split}_acc``
+        None beside ``{split}_r2`` and ``{split}_rmse``."""
+        if not self.regression:
+            return {f"{split}_acc": score}
+        return {f"{split}_acc": None, f"{split}_r2": score, f"{split}_rmse": rmse}
+
+    def after_epoch(self, epoch: int) -> dict[str, Any]:
+        """The held-out figure of the epoch just trained, for its metrics record."""
+        cfg, state = self.run.cfg, self.run.state
+        last = epoch + 1 == cfg.epochs
+        if not last and (epoch + 1) % cfg.eval_every:
+            return {}
+        if self.val is None:
+            acc = self._timed(self.run._x_test, self.run._y_test)
+            self._test_cache = (epoch + 1, acc, self._rmse)
+            return self._keys("test", acc, self._rmse)
+        acc = self._timed(*self.val)
+        if cfg.keep_best and (state.best_val_acc is None or acc > state.best_val_acc):
+            state.best_val_acc, state.best_epoch = acc, epoch + 1
+            self.best = {
+                "epoch": epoch + 1,
+                "val_acc": acc,
+                "network": _cpu_copy(self.run.rule.network.state_dict()),
+                "rule": _cpu_copy(self.run.rule.state_dict()),
+            }
+        return self._keys("val", acc, self._rmse)
+
+    def test_acc(self) -> float:
+        """Test accuracy (regression: R^2) of the current weights, one pass per epoch."""
+        epoch = self.run.state.epoch
+        if self._test_cache is None or self._test_cache[0] != epoch:
+            acc = self._timed(self.run._x_test, self.run._y_test)
+            self._test_cache = (epoch, acc, self._rmse)
+        return self._test_cache[1]
+
+    def final(self) -> dict[str, Any]:
+        """The summary's accuracies: test (one pass), val, train (fixed subset), best."""
+        run = self.run
+        test = self.test_acc()
+        assert self._test_cache is not None
+        out: dict[str, Any] = self._keys("test", test, self._test_cache[2])
+        key = "val_r2" if self.regression else "val_acc"
+        vals = [r for r in run.state.history if r.get(key) is not None]
+        out["val_acc"] = vals[-1]["val_acc"] if vals else None
+        if self.regression:
+            out["val_r2"] = vals[-1]["val_r2"] if vals else None
+            out["val_rmse"] = vals[-1]["val_rmse"] if vals else None
+        if not hasattr(self, "_train_acc") or self._train_acc[0] != run.state.epoch:
+            self._train_acc = (run.state.epoch, self._timed(*self.train_subset), self._rmse)
+        out.update(self._keys("train", self._train_acc[1], self._train_acc[2]))
+        out["train_acc_samples"] = int(self.train_subset[1].shape[0])
+        if run.cfg.keep_best and self.best is not None:
+            out.update(
+                best_epoch=self.best["epoch"],
+                best_val_acc=self.best["val_acc"],
+                best_test_acc=self._best_test_acc(),
+            )
+        return out
+
+    def _best_test_acc(self) -> float:
+        """Test accuracy of the kept weights; the run's own weights are put back after."""
+        assert self.best is not None
+        rule = self.run.rule
+        if "test_acc" in self.best and self.best.get("at") == self.run.state.epoch:
+            return self.best["test_acc"]
+        current = (_cpu_copy(rule.network.state_dict()), _cpu_copy(rule.state_dict()))
+        rule.network.load_state_dict(self.best["network"])
+        rule.load_state_dict(self.best["rule"])
+        try:
+            acc = self._timed(self.run._x_test, self.run._y_test)
+        finally:
+            rule.network.load_state_dict(current[0])
+            rule.load_state_dict(current[1])
+        self.best["test_acc"], self.best["at"] = acc, self.run.state.epoch
+        return acc
+
+
+def _cpu_copy(state: Any) -> Any:
+    """A deep copy on the CPU of a (nested) state dict: kept weights never alias live ones."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return type(state)((k, _cpu_copy(v)) for k, v in state.items())
+    if isinstance(state, list | tuple):
+        return type(state)(_cpu_copy(v) for v in state)
+    return state
