@@ -82,6 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from locallearn.errors import UsageError, unknown_choice
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Rule, Signal, Stage
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -612,6 +613,13 @@ class GBNN(Rule):
     tasks=("classification", "regression"),
     own_network=True,
     families=("dense",),  # it builds a fully connected network of its own
+    recipe=Recipe(
+        optimizer="adam",
+        lr=1e-2,
+        source="chosen on validation splits of the training sets (BENCHMARKS.md, 'GBNN: how "
+        "the weak learner's training budget was chosen'); the package trains each round by "
+        "L-BFGS, full batch",
+    ),
 )
 def build_gbnn(
     network: nn.Sequential,
