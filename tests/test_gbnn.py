@@ -376,3 +376,13 @@ def test_measure_steps_one_round_whatever_the_number_of_rounds(tmp_path):
         assert main(args) == 0
         peaks.append(json.loads(out.read_text())[0]["act_bytes_peak"])
     assert peaks[0] == peaks[1] > 0
+
+
+def test_without_the_output_refit_the_network_still_packs_exactly():
+    run, summary, dataset = _fit("wine", gb_refit=False)
+    refit = _fit("wine")[1]
+    assert summary["weights_sha256"] != refit["weights_sha256"], "--no-gb-refit changes the fit"
+    rule = run.rule
+    with torch.no_grad():
+        f = rule.f0 + sum(float(r) * m(dataset.x_test) for r, m in zip(rule.rhos, rule.learners))
+        assert torch.allclose(rule.network(dataset.x_test), f, atol=1e-5, rtol=1e-5)

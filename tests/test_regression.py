@@ -52,7 +52,9 @@ def test_bp_and_greedy_regress_with_mse_and_report_r2(rule, extra):
     s = locallearn.train(rule, "mlp", "friedman1", epochs=15, lr=3e-3, threads=1, width=32, **extra)
     assert s["task"] == "regression" and s["test_acc"] is None and s["train_acc"] is None
     assert s["test_r2"] > 0.5, s["test_r2"]
-    assert s["test_rmse"] > 0 and len(s["test_r2_curve"]) == 15
+    assert s["test_rmse"] > 0 and len(s["val_r2_curve"]) == 15
+    assert s["val_r2_curve"][-1] == s["val_r2"] and all(v is not None for v in s["val_r2_curve"])
+    assert s["val_acc"] is None and s["val_r2"] is not None and s["val_rmse"] > 0
     for key in ("rule", "test_acc", "train_acc", "train_loss", "act_bytes_peak"):
         assert key in s, f"required key {key} is kept"
 

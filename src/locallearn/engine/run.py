@@ -464,7 +464,8 @@ class Run:
             "locallearn_version": __version__,
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
         }
-        if self.data.task == "regression":
+        if self.data.task == "regression":  # held-out R^2 per epoch: validation, else test
+            out["val_r2_curve"] = [r.get("val_r2") for r in state.history]
             out["test_r2_curve"] = [r.get("test_r2") for r in state.history]
         out.update(rule.extra_summary(self._x_test, self._y_test))
         if self.device.type == "cuda":

@@ -29,8 +29,9 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
     groups = group_by_rule(summaries)
     ylabel = "test R^2" if regression else "test accuracy"
     for i, group in enumerate(groups):
-        curve_key = "test_r2_curve" if regression else held_out_curve(group[0])
-        ylabel = "validation accuracy" if curve_key == "val_acc_curve" else ylabel
+        curve_key = held_out_curve(group[0], "r2" if regression else "acc")
+        if curve_key.startswith("val_"):
+            ylabel = "validation R^2" if regression else "validation accuracy"
         per_seed = [s.get(curve_key) or [] for s in group]
         length = max(len(c) for c in per_seed)
         epochs, means, lows, highs = [], [], [], []
@@ -112,10 +113,10 @@ def plot_staged(summary: dict[str, Any], path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def held_out_curve(summary: dict[str, Any]) -> str:
-    """The summary key of the per-epoch held-out accuracies: validation, or (runs from
-    before --val-split, and --val-split 0) test."""
-    curve = summary.get("val_acc_curve")
+def held_out_curve(summary: dict[str, Any], metric: str = "acc") -> str:
+    """The summary key of the per-epoch held-out accuracies (``metric`` "r2": R^2 of a
+    regression run): validation, or (runs from before --val-split, and --val-split 0) test."""
+    curve = summary.get(f"val_{metric}_curve")
     if curve and any(v is not None for v in curve):
-        return "val_acc_curve"
-    return "test_acc_curve"
+        return f"val_{metric}_curve"
+    return f"test_{metric}_curve"
