@@ -344,6 +344,13 @@ def _loss_text(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.4f}"  # None: the last block rested all epoch
 
 
+def _score_text(record: dict[str, Any]) -> str:
+    """Test accuracy, or for a regression run (test_acc None) test R^2 and RMSE."""
+    if record.get("test_acc") is None and record.get("test_r2") is not None:
+        return f"test R2 {record['test_r2']:.4f}  RMSE {record['test_rmse']:.4g}"
+    return f"test acc {record['test_acc']:.4f}"
+
+
 def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
     """(show a progress bar?, per-epoch callback for logs).
 
@@ -364,10 +371,12 @@ def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
                 (
                     f"  {k.split('_')[0]} acc {record[k]:.4f}"
                     for k in ("val_acc", "test_acc")
-                    if k in record
+                    if record.get(k) is not None
                 ),
                 "",
             )
+            if record.get("test_acc") is None and record.get("test_r2") is not None:
+                held_out = f"  {_score_text(record)}"  # a regression run
             print(
                 f"[{cfg.rule}] epoch {record['epoch']}/{cfg.epochs}  "
                 f"loss {_loss_text(record['train_loss'])}{held_out}",
@@ -386,7 +395,7 @@ def _finished(summary: dict[str, Any], quiet: bool) -> None:
 
     val = summary.get("val_acc")
     print(
-        f"[{summary['rule']}] seed {summary['seed']}  test acc {summary['test_acc']:.4f}  "
+        f"[{summary['rule']}] seed {summary['seed']}  {_score_text(summary)}  "
         + (f"val acc {val:.4f}  " if val is not None else "")
         + f"[{settings_text(summary)}]  "
         f"act memory {format_bytes(summary['act_bytes_peak'])}  "
@@ -465,6 +474,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()
     _write_json(args.json, summary)
+    if summary.get("staged_test_score"):  # GBNN: the score after each round
+        from locallearn.report.plot import plot_staged
+
+        plot_staged(summary, out / "staged.png")
     _finished(summary, args.quiet)
     print(summary_table([summary]), file=_table_stream(args))
     return 0
