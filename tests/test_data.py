@@ -36,7 +36,9 @@ GENERATED = {"dsd", "shortcut"}  # synthetic tasks (tests/test_dsd.py, tests/tes
 FILES = {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "stl10"}
 # Graph datasets (one graph, node classification): tests/test_graphs.py.
 GRAPHS = {"cora": 7, "citeseer": 6, "pubmed": 3, "sbm": 4}
-ALL = {*OFFLINE, *GENERATED, *FILES, *GRAPHS}
+# scikit-learn's tabular sets (tests/test_regression.py checks their splits)
+TABULAR = {"iris", "wine", "breast-cancer", "diabetes", "friedman1"}
+ALL = {*OFFLINE, *GENERATED, *FILES, *TABULAR, *GRAPHS}
 IDX_NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -71,7 +73,17 @@ def test_registry_holds_every_family() -> None:
     for info in infos:
         graph = {"nodes", "edges"} if info["name"] in GRAPHS else set()
         assert set(info) == {"name", "shape", "classes", "source", "description", *graph}
-        expected = {"cifar100": 100, "dsd": 2, "shortcut": 2, **GRAPHS}.get(info["name"], 10)
+        expected = {
+            "cifar100": 100,
+            "dsd": 2,
+            "shortcut": 2,
+            "iris": 3,
+            "wine": 3,
+            "breast-cancer": 2,
+            "diabetes": 1,  # regression: one output
+            "friedman1": 1,
+            **GRAPHS,
+        }.get(info["name"], 10)
         assert info["classes"] == expected
         assert isinstance(info["shape"], tuple) and info["source"] and info["description"]
 

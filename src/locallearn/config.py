@@ -93,6 +93,20 @@ class RunConfig:
     ff_negatives: str | None = _opt(
         "rule", "ff on graphs: negatives by label appending or virtual nodes, label|virtual"
     )
+    # rules: gbnn (Emami & Martinez-Munoz 2023)
+    gb_rounds: int | None = _opt("rule", "GBNN: boosting rounds T (default 200)")
+    gb_units: int | None = _opt("rule", "GBNN: hidden units J added per round (default 1)")
+    gb_subsample: float | None = _opt(
+        "rule", "GBNN: fraction of training rows per round, without replacement (default 0.5)"
+    )
+    gb_eta: float | None = _opt("rule", "GBNN: shrinkage eta of each round's step (default 1)")
+    gb_steps: int | None = _opt("rule", "GBNN: optimizer steps per round (default 50)")
+    gb_activation: str | None = _opt(
+        "rule", "GBNN: hidden activation, logistic|tanh|relu|identity (default logistic)"
+    )
+    gb_refit: bool | None = _opt(
+        "rule", "GBNN: refit each round's output layer by least squares at its end (default on)"
+    )
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")
@@ -130,6 +144,9 @@ class RunConfig:
         "layer-after-layer rules: a layer stops after this many epochs without a better "
         "validation accuracy (its best state is restored) and the next layer starts; "
         "--epochs is then the most epochs per layer",
+    )
+    log: str | None = _opt(
+        "run", "also log each epoch as csv|tensorboard (comma-separated), beside metrics.jsonl"
     )
     val_split: float = _opt(
         "run",

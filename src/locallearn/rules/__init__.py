@@ -8,12 +8,13 @@ from locallearn.rules import (  # noqa: F401  (registration)
     fa,
     ff,
     forwardgnn,
+    gbnn,
     greedy,
     infopro,
     man,
     tpsgd,
 )
-from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss
+from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss, supervised_loss
 from locallearn.rules.build import build_rule, rule_applies, rule_infos
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "build_rule",
     "rule_applies",
     "rule_infos",
+    "supervised_loss",
 ]

@@ -33,6 +33,7 @@ class Greedy(Rule):
     description="greedy local learning (DGL): auxiliary classifier head per block",
     options=("blocks", "head", "cuts"),
     paper="Belilovsky et al., ICML 2019 / 2020",
+    tasks=("classification", "regression"),  # a head regresses with MSE like the last block
     recipe=Recipe(
         source="shared with BP, as in the paper (local and end-to-end networks trained with one "
         "recipe): the global default"
@@ -46,6 +47,7 @@ def build_greedy(
     blocks: int | None = None,
     head: str = "auto",
     cuts: Sequence[int] | None = None,
+    task: str = "classification",
 ) -> Greedy:
     if blocks is None:  # a graph model: a linear head on every layer (ForwardGNN's baseline)
         blocks = len(network) if is_graph_network(network) else 3
