@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -76,6 +77,17 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     if compare:
         out.add_argument("--plot", default=None, help="write the comparison figure here (.png)")
     out.add_argument("--quiet", action="store_true", help="no progress output")
+    if not compare:
+        _port_option(parser)
+
+
+def _port_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="--workers: TCP port of the job's rendezvous on 127.0.0.1 (default: a free one)",
+    )
 
 
 def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> None:
@@ -141,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir")
     resume.add_argument("--json", default=None, help="write the summary here")
     resume.add_argument("--quiet", action="store_true", help="no progress output")
+    _port_option(resume)
     _measure_options(
         sub.add_parser("measure", help="memory and time of training steps, on random inputs")
     )
@@ -228,7 +241,7 @@ def _version() -> str:
     return f"locallearn {__version__}"
 
 
-_NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules"}
+_NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules", "port", "argv"}
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -330,6 +343,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.out
         else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
     )
+    code = _on_workers(args, cfg, out, resume=False)
+    if code is not None:
+        return code
     progress, on_epoch = _reporter(args.quiet)
     run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()
@@ -337,6 +353,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     _finished(summary, args.quiet)
     print(summary_table([summary]))
     return 0
+
+
+def _on_workers(args: argparse.Namespace, cfg: RunConfig, out: Path, *, resume: bool) -> int | None:
+    """A run on several workers: join the job in the environment (torchrun, or started by
+    --workers), or start W workers here. None: an ordinary one-process run."""
+    from locallearn.parallel.worker import in_job
+
+    if in_job():
+        from locallearn.parallel.worker import run_worker
+        from locallearn.report import summary_table
+
+        progress, on_epoch = _reporter(args.quiet)
+        summary = run_worker(cfg, out, resume=resume, progress=progress, on_epoch=on_epoch)
+        if summary is not None:  # worker 1 reports for the job
+            _write_json(args.json, summary)
+            _finished(summary, args.quiet)
+            print(summary_table([summary]))
+        return 0
+    if (cfg.workers or 1) == 1:
+        return None
+    from locallearn.parallel.launch import launch, preflight
+
+    preflight(cfg, out, resume=resume)
+    argv = list(args.argv) if resume else [*args.argv, "--out", str(out)]
+    return launch(argv, cfg.workers or 1, out, command=args.command, port=args.port)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -373,6 +414,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from locallearn.engine.run import resume_run
     from locallearn.report import summary_table
 
+    run_dir = Path(args.run_dir)
+    if (run_dir / "config.toml").exists() and not (run_dir / "summary.json").exists():
+        code = _on_workers(args, load_config_file(run_dir / "config.toml"), run_dir, resume=True)
+        if code is not None:
+            return code
     progress, on_epoch = _reporter(args.quiet)
     summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch)
     _write_json(args.json, summary)
@@ -491,19 +537,52 @@ COMMANDS = {
 }
 
 
+def _worker_rank() -> int | None:
+    """This process's rank when it is one worker of a job (torchrun, --workers), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return None
+
+
+def _peer_failure(err: Exception) -> bool:
+    """A worker stopping because another worker of its job died or fell silent."""
+    if _worker_rank() is None or "torch" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    from locallearn.parallel.transport import PeerLost
+
+    return isinstance(err, PeerLost | dist.DistError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
     args = build_parser().parse_args(argv)
+    args.argv = argv
+    rank = _worker_rank()
     try:
         return COMMANDS[args.command](args)
     except UsageError as err:
-        print(f"locallearn {args.command}: error: {err}", file=sys.stderr)
+        if not rank:  # every worker finds the same mistake: worker 1 says it
+            print(f"locallearn {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
-            file=sys.stderr,
-        )
+        if not rank:
+            print(
+                "locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
+                file=sys.stderr,
+            )
         return 130
+    except Exception as err:
+        if not _peer_failure(err):
+            raise
+        if not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher names the dead one
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(
+                f"locallearn {args.command}: worker {(rank or 0) + 1} stopped: {first}",
+                file=sys.stderr,
+            )
+        return 3  # parallel.launch.EXIT_PEER_LOST
 
 
 if __name__ == "__main__":

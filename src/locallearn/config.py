@@ -103,6 +103,15 @@ class RunConfig:
     amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
     channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
     threads: int | None = _opt("run", "intra-op CPU threads per process (default: torch's)")
+    # blocks on workers (parallel/, docs/parallel.md)
+    workers: int | None = _opt("run", "processes the stages are spread over (default 1)")
+    placement: list[int] | None = _opt(
+        "run", "first stage (0-based) of workers 2..W, e.g. 2,3 (default: balance step time)"
+    )
+    transport: str | None = _opt("run", "worker messages: auto|shm|dist (default auto)")
+    worker_timeout: float | None = _opt(
+        "run", "seconds a worker waits for a silent peer before stopping (default 30)"
+    )
 
     def _group(self, group: str) -> dict[str, Any]:
         return {
@@ -217,6 +226,12 @@ def validate(cfg: RunConfig) -> None:
             raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     if cfg.threads is not None and cfg.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
+    if cfg.worker_timeout is not None and not cfg.worker_timeout > 0:
+        raise UsageError(
+            f"--worker-timeout must be a positive number of seconds, got {cfg.worker_timeout}"
+        )
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
     if not cfg.lr > 0 or not math.isfinite(cfg.lr):
