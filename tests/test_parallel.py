@@ -17,13 +17,12 @@ import pytest
 import torch
 
 from locallearn.cli import main
+from locallearn.config import RunConfig
 from locallearn.engine.loop import train_stages, train_step
 from locallearn.engine.run import Run
 from locallearn.errors import UsageError
-from locallearn.config import RunConfig
 from locallearn.measure import weights_sha256
-from locallearn.parallel import balance, parse_placement, simulate, worker_support
-from locallearn.parallel import transport
+from locallearn.parallel import balance, parse_placement, simulate, transport, worker_support
 from locallearn.rules import RULES
 
 PYTHON = sys.executable
@@ -93,21 +92,39 @@ def test_every_rule_says_whether_it_runs_on_workers():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--rule", "man", "--model", "mlp", "--blocks", "2"], "rule 'man' cannot run on workers: "
-         "block i's signal holds an EMA copy of block i+1's first unit"),
-        (["--rule", "dfa", "--model", "mlp", "--depth", "2"], "rule 'dfa' cannot run on workers: "
-         "every step begins with a forward pass through all layers"),
+        (
+            ["--rule", "man", "--model", "mlp", "--blocks", "2"],
+            "rule 'man' cannot run on workers: "
+            "block i's signal holds an EMA copy of block i+1's first unit",
+        ),
+        (
+            ["--rule", "dfa", "--model", "mlp", "--depth", "2"],
+            "rule 'dfa' cannot run on workers: "
+            "every step begins with a forward pass through all layers",
+        ),
         ([*FF, "--ff-readout", "linear"], "--ff-readout linear cannot run on workers"),
-        (["--rule", "bp", "--model", "mlp"], "--workers 2 needs at least 2 stages, but this run "
-         "has 1 (rule 'bp' trains the whole network as one block); use --workers 1 or fewer"),
+        (
+            ["--rule", "bp", "--model", "mlp"],
+            "--workers 2 needs at least 2 stages, but this run "
+            "has 1 (rule 'bp' trains the whole network as one block); use --workers 1 or fewer",
+        ),
         ([*GREEDY, "--workers", "5"], "--workers 5 needs at least 5 stages, but this run has 4"),
         ([*GREEDY, "--placement", "1,2"], "--placement gives the first stage of workers 2..2"),
         ([*GREEDY, "--placement", "4"], "must increase strictly within 1..3"),
         ([*GREEDY, "--device", "cuda"], "2 workers on this host need one GPU each (NCCL)"),
         ([*GREEDY, "--transport", "tcp"], "unknown --transport 'tcp'"),
     ],
-    ids=["man", "dfa", "ff-linear", "bp", "W>K", "placement-count", "placement-range",
-         "nccl-gpus", "transport"],
+    ids=[
+        "man",
+        "dfa",
+        "ff-linear",
+        "bp",
+        "W>K",
+        "placement-count",
+        "placement-range",
+        "nccl-gpus",
+        "transport",
+    ],
 )
 def test_refused_runs_exit_2_with_a_message(args, message, tmp_path, capsys):
     if "--device" in args and torch.cuda.device_count() >= 2:
@@ -125,8 +142,19 @@ def test_a_port_in_use_is_refused(tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        code = main(["train", *GREEDY, *SMALL, "--workers", "2", "--port", str(port),
-                     "--out", str(tmp_path / "r")])
+        code = main(
+            [
+                "train",
+                *GREEDY,
+                *SMALL,
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 2
     assert f"--port {port} cannot be used on 127.0.0.1" in err and "pass another --port" in err
@@ -201,8 +229,12 @@ def _gone(pid: int) -> bool:
 def _job(argv: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen(
-        [PYTHON, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        **kwargs
+        [PYTHON, *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
     )
 
 
@@ -237,7 +269,11 @@ def test_workers_end_with_the_weights_of_one_process(args, workers, tmp_path):
     assert all(s["busy_seconds"] > 0 for s in stats) and stats[0]["bytes_sent"] > 0
     assert 0 < summary["pipeline_efficiency"] <= 1
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt", "config.toml", "metrics.jsonl", "summary.json", "workers.json"
+        "checkpoint.pt",
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "workers.json",
     ]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and len(records[0]["workers"]) == workers
@@ -249,8 +285,20 @@ def test_torchrun_launch_equals_the_workers_launch(tmp_path):
     expected = _one_process(args, tmp_path / "one")
     out = tmp_path / "torchrun"
     proc = _job(
-        ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "locallearn", "train", *args, *SMALL, "--out", str(out)]
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "locallearn",
+            "train",
+            *args,
+            *SMALL,
+            "--out",
+            str(out),
+        ]
     )
     code, err = _finish(proc)
     assert code == 0, err
@@ -310,3 +358,14 @@ def test_ctrl_c_and_a_killed_worker_stop_the_job_and_resume_is_exact(tmp_path, c
     assert main(["resume", str(out), "--quiet"]) == 0
     assert _sha(out) == expected
     assert not list(Path(transport.shm_dir()).glob("locallearn-*"))
+
+
+def test_workers_options_belong_to_train_and_resume_only(capsys):
+    import locallearn
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--rules", "greedy", "--workers", "2"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --workers 2" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"train\(workers=2\) runs in one process; start a run"):
+        locallearn.train("greedy", "mlp", "digits", workers=2)

@@ -69,7 +69,7 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     _optimisation_options(parser, epochs=True)
     run = parser.add_argument_group("run")
     groups.update(data=data, run=run)
-    _field_options(groups)
+    _field_options(groups, skip=PARALLEL_FIELDS if compare else ())
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (compare: one folder per rule)")
     out.add_argument("--config", default=None, help="TOML file of options; flags override it")
@@ -112,6 +112,8 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
 
 
 _FLAG_TYPES = {"int": int, "float": float, "str": str}
+# Options of a run on workers: train and resume take them, compare and measure do not.
+PARALLEL_FIELDS = ("workers", "placement", "transport", "worker_timeout")
 
 
 def _field_options(groups: dict[str, Any], skip: Sequence[str] = ()) -> None:
@@ -215,7 +217,7 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
     _optimisation_options(parser, epochs=False)
     run = parser.add_argument_group("run")
-    _field_options({"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence"))
+    _field_options({"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence", *PARALLEL_FIELDS))
     timing = parser.add_argument_group("measurement")
     timing.add_argument(
         "--steps", type=int, default=3, help="timed steps (default: 3; 0: memory only)"
