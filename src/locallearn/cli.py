@@ -217,7 +217,10 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
     _optimisation_options(parser, epochs=False)
     run = parser.add_argument_group("run")
-    _field_options({"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence", *PARALLEL_FIELDS))
+    _field_options(
+        {"rule": rule, "model": model, "run": run},
+        skip=("augment", "as_sequence", *PARALLEL_FIELDS),
+    )
     timing = parser.add_argument_group("measurement")
     timing.add_argument(
         "--steps", type=int, default=3, help="timed steps (default: 3; 0: memory only)"
