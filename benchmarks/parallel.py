@@ -159,8 +159,6 @@ def pipelining(model: str, model_opts: dict, cut: int, schedule: str, limit: int
 
 def balanced_cut(model: str, model_opts: dict, limit: int) -> int:
     """Where BP's network is cut in two: the balance of each unit's measured time."""
-    from torch import nn
-
     from locallearn.data import load_dataset
     from locallearn.models import build_model
     from locallearn.parallel import balance
@@ -179,26 +177,13 @@ def balanced_cut(model: str, model_opts: dict, limit: int) -> int:
             times.append(time.perf_counter() - start)
         seconds.append(sorted(times)[1])
         h = out
-    del nn
     return balance(seconds, 2)[1].start
 
 
 # -- simulation ------------------------------------------------------------------------------
-def copy_seconds_per_byte(nbytes: int) -> float:
-    from locallearn.parallel import transport
-
-    t = torch.randn(max(1, nbytes // 4))
-    buffer = torch.empty(transport.message_bytes([t]), dtype=torch.uint8)
-    times = []
-    for _ in range(20):
-        start = time.perf_counter()
-        transport.pack(buffer, [t])
-        times.append(time.perf_counter() - start)
-    return sorted(times)[10] / max(1, nbytes)
-
-
 def predict_from(summary: dict, steps: int, batch: int) -> dict:
     from locallearn.parallel import simulate
+    from locallearn.parallel.simulate import copy_seconds_per_byte
 
     stage_seconds = summary["stage_seconds"]
     steps_run = summary["epochs"] * steps
@@ -227,6 +212,7 @@ def deep_predictions(steps: int) -> list[dict]:
     from locallearn.engine.run import Run, make_optimizer
     from locallearn.parallel import simulate
     from locallearn.parallel.placement import measure_stages
+    from locallearn.parallel.simulate import copy_seconds_per_byte
 
     torch.set_num_threads(1)
     cfg = RunConfig(
@@ -291,9 +277,7 @@ def run_all(quick: bool) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, model, model_opts, limit, epochs in cases:
-            flags = [f"--{k}" for k in model_opts for _ in (0,)]
             margs = [a for k, v in model_opts.items() for a in (f"--{k}", str(v))]
-            del flags
             args = [
                 "--rule",
                 "greedy",
@@ -318,7 +302,6 @@ def run_all(quick: bool) -> None:
                 flush=True,
             )
             bp_args = [a if a != "greedy" else "bp" for a in args]
-            bp_args = [a for a in bp_args]
             i = bp_args.index("--blocks")
             del bp_args[i : i + 2]
             bp = locallearn(bp_args, 1, Path(tmp) / f"{model}-bp")

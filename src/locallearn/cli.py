@@ -235,6 +235,29 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
         help="each rule in a fresh process, so its peak RSS is its own (default: on CPU "
         "with several rules)",
     )
+    pipeline = parser.add_argument_group("workers (a prediction, docs/parallel.md)")
+    pipeline.add_argument(
+        "--workers", type=int, default=None, help="predict a run on W pipelined workers"
+    )
+    pipeline.add_argument(
+        "--bandwidth",
+        type=float,
+        default=None,
+        help="link bytes/s between workers, e.g. 1.25e9 for 10 GbE (default: one host)",
+    )
+    pipeline.add_argument(
+        "--latency", type=float, default=None, help="link latency in s (default: 5e-5)"
+    )
+    pipeline.add_argument(
+        "--epoch-steps",
+        dest="epoch_steps",
+        type=int,
+        default=100,
+        help="batches per simulated epoch (default: 100)",
+    )
+    pipeline.add_argument(
+        "--placement", default=None, help="first stage of workers 2..W (default: balanced)"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", default=None, help="write the list of results here")
     out.add_argument("--quiet", action="store_true", help="no progress output")
@@ -444,6 +467,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     shape = parse_input_shape(args.input_shape)
     names = {f.name for f in dataclasses.fields(RunConfig)}
     cfg = config_from_mapping({k: v for k, v in vars(args).items() if k in names})
+    if args.workers is None and (args.bandwidth, args.latency, args.placement) != (None,) * 3:
+        raise UsageError("--bandwidth, --latency and --placement predict a run on --workers W")
+    if args.workers is not None:
+        return _measure_workers(args, cfg, shape)
     if args.rules is not None and "rule" in vars(args):
         raise UsageError("give --rule R or --rules R1,R2,..., not both")
     if args.rules is not None:
@@ -478,6 +505,45 @@ def cmd_measure(args: argparse.Namespace) -> int:
     )
     print(measure_table(results))
     print(measure_note(results))
+    return 0
+
+
+def _measure_workers(args: argparse.Namespace, cfg: RunConfig, shape: tuple[int, ...]) -> int:
+    from locallearn.parallel.simulate import predict_pipeline
+    from locallearn.report import format_table
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.rules is not None:
+        raise UsageError("measure --workers predicts one rule: give --rule R")
+    results = [
+        predict_pipeline(
+            cfg,
+            shape,
+            args.classes,
+            args.workers,
+            bandwidth=args.bandwidth,
+            latency=args.latency,
+            steps=args.epoch_steps,
+        )
+    ]
+    rows = [
+        [
+            r["rule"],
+            r["workers"],
+            " ".join(f"{a}-{b - 1}" for a, b in r["placement"]),
+            f"{r['samples_per_second']:.0f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['efficiency']:.2f}",
+            " ".join(f"{f:.2f}" for f in r["idle_fraction"]),
+        ]
+        for r in results
+    ]
+    headers = ["rule", "W", "stages", "samples/s", "speedup", "efficiency", "idle"]
+    print(format_table(headers, rows))
+    link = "one host" if args.bandwidth is None else f"{args.bandwidth:.3g} B/s"
+    print(f"predicted from measured stage times; link: {link}, latency {results[0]['latency']} s")
+    _write_json(args.json, results)
     return 0
 
 

@@ -72,3 +72,89 @@ def simulate(
         "idle_fraction": [1.0 - b / seconds for b in busy],
         "period_seconds": max(max(compute[w] + pack[w], link_time[w]) for w in range(workers)),
     }
+
+
+HOST_LATENCY = 50e-6  # a FIFO wake-up between two processes on one host, order of magnitude
+
+
+def copy_seconds_per_byte(nbytes: int, repeats: int = 21) -> float:
+    """Measured cost of packing a message of ``nbytes`` (the sender's one copy)."""
+    import time
+
+    import torch
+
+    from locallearn.parallel import transport
+
+    t = torch.randn(max(1, nbytes // 4))
+    buffer = torch.empty(transport.message_bytes([t]), dtype=torch.uint8)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        transport.pack(buffer, [t])
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2] / max(1, nbytes)
+
+
+def predict_pipeline(
+    cfg: Any,
+    input_shape: Sequence[int],
+    classes: int,
+    workers: int,
+    *,
+    bandwidth: float | None = None,
+    latency: float | None = None,
+    steps: int = 100,
+) -> dict[str, Any]:
+    """``locallearn measure --workers W``: measure each stage of ``cfg``'s rule on a random
+    batch (as placement does) and simulate an epoch of ``steps`` batches on ``workers``
+    workers. ``bandwidth`` None: workers on one host, shared memory (no link time)."""
+    import torch
+
+    from locallearn.config import validate
+    from locallearn.engine.run import make_optimizer
+    from locallearn.errors import UsageError
+    from locallearn.measure.step import PIXEL_MEAN, PIXEL_STD, random_batch
+    from locallearn.models import build_model
+    from locallearn.parallel.placement import check_rule, measure_stages, parse_placement
+    from locallearn.rules import build_rule
+
+    validate(cfg)
+    if bandwidth is not None and not bandwidth > 0:
+        raise UsageError(f"--bandwidth must be a positive number of bytes/s, got {bandwidth}")
+    if latency is not None and latency < 0:
+        raise UsageError(f"--latency must be >= 0 seconds, got {latency}")
+    if steps < 1:
+        raise UsageError(f"--epoch-steps must be at least 1, got {steps}")
+    shape = tuple(int(d) for d in input_shape)
+    torch.manual_seed(cfg.seed)
+    network = build_model(cfg.model, shape, classes, **cfg.model_options())
+    stats = ((PIXEL_MEAN,) * shape[0], (PIXEL_STD,) * shape[0])
+    rule = build_rule(cfg.rule, network, shape, classes, input_stats=stats, **cfg.rule_options())
+    check_rule(cfg.rule, rule, workers, cfg.rule_options())
+    placement = parse_placement(cfg.placement, workers, rule.blocks) if cfg.placement else None
+    x, y = random_batch(shape, classes, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    seconds, nbytes = measure_stages(rule, lambda p: make_optimizer(cfg, p), x, y)
+    copy = copy_seconds_per_byte(max(nbytes))
+    link = (1e15, HOST_LATENCY) if bandwidth is None else (bandwidth, latency or 0.0)
+    sim = simulate(
+        seconds,
+        nbytes,
+        workers,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        bandwidth=link[0],
+        latency=HOST_LATENCY if latency is None else latency,
+        copy_seconds_per_byte=copy,
+        placement=placement,
+    )
+    return {
+        "rule": cfg.rule,
+        "model": cfg.model,
+        "blocks": rule.blocks,
+        "stage_seconds": seconds,
+        "message_bytes": nbytes,
+        "copy_seconds_per_byte": copy,
+        "bandwidth": bandwidth,
+        "latency": HOST_LATENCY if latency is None else latency,
+        **sim,
+    }
