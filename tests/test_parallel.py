@@ -369,3 +369,37 @@ def test_workers_options_belong_to_train_and_resume_only(capsys):
     assert "unrecognized arguments: --workers 2" in capsys.readouterr().err
     with pytest.raises(UsageError, match=r"train\(workers=2\) runs in one process; start a run"):
         locallearn.train("greedy", "mlp", "digits", workers=2)
+
+
+def test_measure_predicts_a_run_on_workers(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    args = [
+        "measure",
+        "--rule",
+        "greedy",
+        "--model",
+        "mlp",
+        "--depth",
+        "3",
+        "--width",
+        "32",
+        "--input-shape",
+        "1x8x8",
+        "--blocks",
+        "4",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    ]
+    assert main([*args, "--workers", "2", "--bandwidth", "1e6", "--latency", "0.001"]) == 0
+    (result,) = json.loads(out.read_text())
+    assert result["workers"] == 2 and len(result["stage_seconds"]) == 4
+    assert result["message_bytes"][0] == 100 * 32 * 4 + 100 * 8  # (100, 32) float32, labels
+    assert 0 < result["efficiency"] <= 1 and len(result["idle_fraction"]) == 2
+    assert "link: 1e+06 B/s, latency 0.001 s" in capsys.readouterr().out
+    assert main([*args, "--workers", "2", "--placement", "3"]) == 0
+    assert main([*args, "--bandwidth", "1e9"]) == 2
+    assert "predict a run on --workers W" in capsys.readouterr().err
+    assert main([*args, "--workers", "5"]) == 2
+    assert "--workers 5 needs at least 5 stages" in capsys.readouterr().err

@@ -516,6 +516,8 @@ def _measure_workers(args: argparse.Namespace, cfg: RunConfig, shape: tuple[int,
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.rules is not None:
         raise UsageError("measure --workers predicts one rule: give --rule R")
+    if args.placement is not None:
+        cfg = config_from_mapping({"placement": args.placement}, cfg)
     results = [
         predict_pipeline(
             cfg,
