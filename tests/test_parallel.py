@@ -326,11 +326,11 @@ def test_ctrl_c_and_a_killed_worker_stop_the_job_and_resume_is_exact(tmp_path, c
     out = tmp_path / "many"
     launcher = ["-m", "locallearn", "train", *args, *SMALL, "--workers", "2", "--out", str(out)]
 
-    # Ctrl-C (SIGINT to the launcher) stops every worker cleanly.
-    proc = _job(launcher)
+    # Ctrl-C at a terminal (SIGINT to the whole process group) stops every worker cleanly.
+    proc = _job(launcher, start_new_session=True)
     _wait_for(out / "checkpoint.pt", proc)
     pids = [w["pid"] for w in json.loads((out / "workers.json").read_text())]
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     code, err = _finish(proc, 60)
     assert code == 130, err
     assert "interrupted; all 2 workers stopped" in err and "Traceback" not in err

@@ -640,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"locallearn {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        if not rank:
+        if not rank and not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher says it
             print(
                 "locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
                 file=sys.stderr,

@@ -121,7 +121,12 @@ def launch(
                 return 0
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
-        _stop(procs, signal.SIGINT)
+        # Ctrl-C at a terminal reached the workers too: give them a moment to stop by
+        # themselves, then stop the rest (a SIGINT to the launcher alone reaches only it).
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(POLL_SECONDS)
+        _stop(procs)
         print(
             f"locallearn {command}: interrupted; all {workers} workers stopped; continue with "
             f"`locallearn resume {run_dir}`",

@@ -232,11 +232,13 @@ class PipelineRun:
             os.unlink(fifo(rank - 1))  # both ends are open: the name is no longer needed
         return receiver, sender
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Close the links; after a clean finish also leave the process group (after a
+        failure that could wait for peers that are gone: the process exits anyway)."""
         for end in (self.receiver, self.sender):
             if end is not None:
                 end.close()
-        if dist.is_initialized():
+        if clean and dist.is_initialized():
             dist.destroy_process_group()
 
     # -- training -------------------------------------------------------------------------
@@ -492,6 +494,9 @@ def run_worker(
         raise UsageError("a run on workers needs a run directory (--out)")
     worker = PipelineRun(cfg, run_dir, resume=resume, progress=progress, on_epoch=on_epoch)
     try:
-        return worker.fit()
-    finally:
-        worker.close()
+        summary = worker.fit()
+    except BaseException:
+        worker.close(clean=False)
+        raise
+    worker.close()
+    return summary
