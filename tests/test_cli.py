@@ -86,6 +86,7 @@ def test_train_writes_the_run_directory(capsys, tmp_path):
     )
     assert code == 0
     assert {p.name for p in out_dir.iterdir()} == {
+        ".lock",  # the run-directory lock (its pid stays; the flock is released)
         "config.toml",
         "metrics.jsonl",
         "summary.json",

@@ -79,7 +79,7 @@ def test_threads_below_one_is_a_usage_error() -> None:
     from locallearn.config import RunConfig, validate
     from locallearn.errors import UsageError
 
-    with pytest.raises(UsageError, match="--threads must be at least 1, got 0"):
+    with pytest.raises(UsageError, match="--threads must be in 1..1024, got 0"):
         validate(RunConfig(threads=0))
 
 

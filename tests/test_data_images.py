@@ -252,7 +252,8 @@ def test_cifar100_trains_a_step(tmp_path: Path) -> None:
     summary = locallearn.train(
         "bp", "cnn", "cifar100", data_dir=str(tmp_path), epochs=1, batch_size=100, width=4
     )
-    assert summary["train_size"] == 200 and 0 <= summary["test_acc"] <= 1
+    assert summary["train_size"] + summary["val_size"] == 200  # --val-split holds out 20
+    assert 0 <= summary["test_acc"] <= 1
 
 
 def test_cifar100_missing_meta_is_named(tmp_path: Path) -> None:

@@ -167,11 +167,11 @@ def test_drtp_learns_on_a_tanh_mlp(digits_small):
     # The paper's setting (tanh hidden units, sigmoid + BCE output). With ReLU the same run
     # ends at 0.38 test acc and its BCE grows (0.52 -> 1.46): the pseudo-loss is unbounded.
     s = locallearn.train(
-        rule="drtp", model="mlp", data=digits_small, epochs=8, seed=0, activation="tanh"
-    )
+        rule="drtp", model="mlp", data=digits_small, epochs=8, seed=0, activation="tanh", lr=1e-2
+    )  # lr 1e-2: the setting these figures were measured at (the recipe's 1e-3 is for MNIST)
     losses = s["train_loss_curve"]
     assert losses[-1] < 0.5 * losses[0], losses  # measured 0.555 -> 0.107
-    assert s["test_acc"] > 0.7, s["test_acc_curve"]  # measured 0.87; chance 0.1
+    assert s["test_acc"] > 0.7, s["val_acc_curve"]  # measured 0.87; chance 0.1
 
 
 def test_drtp_output_layer_learns_bce_on_sigmoid():
@@ -231,6 +231,8 @@ def test_drtp_memory_is_input_plus_mask_and_below_0_4_bp():
     # cross-entropy.
     data = fake_mnist()
     kw = dict(model="mlp", data=data, depth=3, width=1000, epochs=1, batch_size=100)
+    kw["activation"] = "relu"  # set: DRTP's recipe would otherwise make it tanh
+    kw["val_split"] = 0.0  # one full batch of 100: the byte counts below are for it
     bp = locallearn.train(rule="bp", **kw)
     assert bp["act_bytes_peak"] == 313_600 + 3 * 400_000 + 4_000 + 800 + 4
     drtp = locallearn.train(rule="drtp", **kw)

@@ -58,6 +58,8 @@ def test_projections_are_fixed_and_checkpointed(mnist1d_small):
 def test_tpsgd_memory_is_the_layer_input_and_below_0_4_bp(local_loss):
     data = fake_mnist()
     kw = dict(model="mlp", data=data, depth=3, width=1000, epochs=1, batch_size=100)
+    kw["activation"] = "relu"  # set: tpSGD's recipe would otherwise make it tanh
+    kw["val_split"] = 0.0  # one full batch of 100: the byte counts below are for it
     bp = locallearn.train(rule="bp", **kw)
     tp = locallearn.train(rule="tpsgd", local_loss=local_loss, **kw)
     # hidden layer: its input and the labels only (the pre-activation is recomputed in
@@ -87,11 +89,11 @@ def test_tpsgd_learns_on_a_tanh_mlp(digits_small):
     # Targets P y* are zero-mean: a tanh unit can reach them, a ReLU unit cannot reach the
     # negative ones (measured on this run with ReLU: 0.10 test acc, mse 0.100 -> 0.090).
     s = locallearn.train(
-        rule="tpsgd", model="mlp", data=digits_small, epochs=8, seed=0, activation="tanh"
-    )
+        rule="tpsgd", model="mlp", data=digits_small, epochs=8, seed=0, activation="tanh", lr=1e-2
+    )  # lr 1e-2: the setting these figures were measured at (the recipe's 1e-4 is for MNIST)
     losses = s["train_loss_curve"]
     assert losses[-1] < 0.6 * losses[0], losses  # measured 0.104 -> 0.048
-    assert s["test_acc"] > 0.7, s["test_acc_curve"]  # measured 0.87; chance 0.1
+    assert s["test_acc"] > 0.7, s["val_acc_curve"]  # measured 0.87; chance 0.1
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])

@@ -18,10 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from locallearn.config import RunConfig, config_from_mapping
+from locallearn.config import RunConfig, check_momentum_applies, config_from_mapping
 from locallearn.data import Dataset, as_sequences
+from locallearn.data.subset import split_validation
+from locallearn.engine.limits import check_rule_builds
 from locallearn.engine.run import EpochCallback, Run, check_fresh_run_dir, load_configured_dataset
 from locallearn.errors import UsageError
+from locallearn.recipe import same_recipe as same_recipe_config
 from locallearn.rules import RULES, rule_applies
 
 DataArg = str | Dataset | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -61,6 +64,7 @@ def _resolve(
     values["model"] = "custom" if network is not None else model
     values["data"] = dataset.name if dataset is not None else data
     cfg = config_from_mapping(values)
+    check_momentum_applies(values, optimizers_used(cfg, [rule]), where="momentum")
     if dataset is not None and cfg.as_sequence:
         dataset = as_sequences(dataset)
     return cfg, dataset, network
@@ -92,6 +96,22 @@ def train(
     ).fit()
 
 
+def optimizers_used(cfg: RunConfig, rules: Sequence[str]) -> list[str]:
+    """The optimizer each of ``rules`` trains with under ``cfg``: the user's, else the rule's
+    recipe's, else the global default's (unknown rule names are left to their own check)."""
+    from locallearn.recipe import GLOBAL
+
+    if cfg.optimizer is not None:
+        return [cfg.optimizer]
+    out = []
+    for name in rules:
+        if name not in RULES:
+            continue
+        recipe = RULES.get(name).meta.get("recipe")
+        out.append((recipe.optimizer if recipe is not None else None) or GLOBAL.optimizer)
+    return out
+
+
 def default_rules(model: str | None = None) -> list[str]:
     """Every registered rule that applies to ``model`` (all for a custom network), BP first
     (it is the reference the others are compared to)."""
@@ -118,6 +138,8 @@ def configs_for_rules(cfg: RunConfig, rules: Sequence[str]) -> list[RunConfig]:
     for name in canonical:
         takes = RULES.get(name).options
         dropped = {k: None for k in rule_options if k not in takes}
+        if cfg.momentum is not None and optimizers_used(cfg, [name]) == ["adam"]:
+            dropped["momentum"] = None  # the user's momentum is for the rules that use SGD
         configs.append(cfg.replace(rule=name, **dropped))
     return configs
 
@@ -130,11 +152,16 @@ def compare(
     out: str | Path | None = None,
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
+    seeds: Sequence[int] | None = None,
+    same_recipe: bool = False,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """Train each rule with the same seed, data order and initial weights; one summary each.
+    """Train each rule with the same seed, data order and initial weights; one summary each
+    (one per rule and seed with ``seeds``).
 
-    With ``out``, each rule's run directory is ``out/<rule>``.
+    Each rule trains at its own recipe (see ``locallearn list rules``) except for what the
+    options set; ``same_recipe`` gives every rule the global default instead. With ``out``,
+    each rule's run directory is ``out/<rule>`` (``out/<rule>-s<seed>`` with ``seeds``).
     """
     if rules is None:
         rules = default_rules(model if isinstance(model, str) else None)
@@ -142,7 +169,15 @@ def compare(
         rules = [r for r in rules.split(",") if r]
     cfg, dataset, network = _resolve(rules[0] if rules else "bp", model, data, options)
     return compare_configs(
-        cfg, rules, out, dataset=dataset, network=network, progress=progress, on_epoch=on_epoch
+        cfg,
+        rules,
+        out,
+        dataset=dataset,
+        network=network,
+        progress=progress,
+        on_epoch=on_epoch,
+        seeds=seeds,
+        same_recipe=same_recipe,
     )
 
 
@@ -156,16 +191,32 @@ def compare_configs(
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
     on_run: Callable[[list[dict[str, Any]]], None] | None = None,
+    seeds: Sequence[int] | None = None,
+    same_recipe: bool = False,
 ) -> list[dict[str, Any]]:
     """``compare`` for a resolved config (the CLI's entry). ``on_run`` gets the summaries so
-    far after each rule finishes, so a caller can report or save partial results."""
-    configs = configs_for_rules(cfg, rules)
-    run_dirs = [Path(out) / c.rule if out is not None else None for c in configs]
+    far after each rule finishes, so a caller can report or save partial results.
+
+    With ``seeds``, every rule trains once per seed (all rules on a seed before the next).
+    """
+    if same_recipe:
+        cfg = same_recipe_config(cfg)
+    configs = (
+        [c.replace(seed=seed) for seed in check_seeds(seeds) for c in configs_for_rules(cfg, rules)]
+        if seeds
+        else configs_for_rules(cfg, rules)
+    )
+    name = (lambda c: f"{c.rule}-s{c.seed}") if seeds else (lambda c: c.rule)
+    run_dirs = [Path(out) / name(c) if out is not None else None for c in configs]
     for run_dir in run_dirs:  # refuse before training anything, not after the first rule
         if run_dir is not None:
             check_fresh_run_dir(run_dir)
     if dataset is None:
         dataset = load_configured_dataset(cfg)
+    # A rule that cannot be built for this model fails now, not after the others trained.
+    for rule_cfg in configs if network is None else ():
+        check_rule_builds(rule_cfg, dataset)
+    dataset = _with_validation(dataset, cfg)
     results: list[dict[str, Any]] = []
     for rule_cfg, run_dir in zip(configs, run_dirs):
         net = copy.deepcopy(network) if network is not None else None
@@ -176,3 +227,58 @@ def compare_configs(
         if on_run is not None:
             on_run(results)
     return results
+
+
+def check_seeds(seeds: Sequence[int] | None) -> list[int]:
+    """``--seeds``: distinct integers (None: none given)."""
+    if seeds is None:
+        return []
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds must list distinct seeds, e.g. 0,1,2; got {seeds}")
+    return seeds
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` (or a range ``0-4``)."""
+    try:
+        if "-" in text.strip("-") and "," not in text:
+            first, last = (int(v) for v in text.split("-", 1))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}")
+    return check_seeds(seeds)
+
+
+def train_seeds(
+    cfg: RunConfig,
+    seeds: Sequence[int],
+    out: str | Path | None = None,
+    *,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_run: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """``train --seeds``: the run of ``cfg`` once per seed (``out/s<seed>`` each)."""
+    configs = [cfg.replace(seed=seed) for seed in check_seeds(seeds)]
+    run_dirs = [Path(out) / f"s{c.seed}" if out is not None else None for c in configs]
+    for run_dir in run_dirs:
+        if run_dir is not None:
+            check_fresh_run_dir(run_dir)
+    dataset = _with_validation(load_configured_dataset(cfg), cfg)
+    results: list[dict[str, Any]] = []
+    for seed_cfg, run_dir in zip(configs, run_dirs):
+        run = Run(seed_cfg, run_dir, dataset=dataset, progress=progress, on_epoch=on_epoch)
+        results.append(run.fit())
+        if on_run is not None:
+            on_run(results)
+    return results
+
+
+def _with_validation(dataset: Dataset, cfg: RunConfig) -> Dataset:
+    # Split once for all runs of a comparison (each Run would otherwise copy the data again).
+    if dataset.x_val is None and cfg.val_split > 0:
+        return split_validation(dataset, cfg.val_split, cfg.data_seed or 0)
+    return dataset

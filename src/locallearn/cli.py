@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,13 +22,18 @@ from locallearn.config import (
     LR_SCHEDULES,
     OPTIMIZERS,
     RunConfig,
+    check_momentum_applies,
     config_from_mapping,
-    load_config_file,
+    read_config_values,
+    validate,
 )
+from locallearn.engine.outputs import check_out_dir, check_out_file, check_plot_file
 from locallearn.engine.run import EpochCallback
-from locallearn.errors import UsageError
+from locallearn.errors import Diverged, UsageError
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3  # training blew up (non-finite loss or weights); see engine/divergence.py
+EXIT_PEER_LOST = 4  # a worker stopped because another worker of its job died (parallel/)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +85,19 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     if compare:
         out.add_argument("--plot", default=None, help="write the comparison figure here (.png)")
     out.add_argument("--quiet", action="store_true", help="no progress output")
+    seeds = parser.add_argument_group("seeds and recipes")
+    seeds.add_argument(
+        "--seeds",
+        default=None,
+        help="train once per seed, e.g. 0,1,2; the table shows mean ± std, the JSON every run",
+    )
+    if compare:
+        seeds.add_argument(
+            "--same-recipe",
+            dest="same_recipe",
+            action="store_true",
+            help="train every rule with the global default recipe instead of its own",
+        )
     if not compare:
         _port_option(parser)
 
@@ -95,17 +116,31 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
     opt = parser.add_argument_group("optimisation")
     if epochs:
         opt.add_argument("--epochs", type=int, default=S, help="epochs (default: 60)")
-    opt.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="default: 100")
-    opt.add_argument("--lr", type=float, default=S, help="learning rate (default: 1e-2)")
-    opt.add_argument("--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: adam)")
-    opt.add_argument("--momentum", type=float, default=S, help="SGD momentum (default: 0.9)")
-    opt.add_argument("--weight-decay", dest="weight_decay", type=float, default=S)
+    # Defaults of these: the rule's recipe (`locallearn list rules`), then the global one.
+    opt.add_argument(
+        "--batch-size", dest="batch_size", type=int, default=S, help="default: recipe, else 100"
+    )
+    opt.add_argument(
+        "--lr", type=float, default=S, help="learning rate (default: recipe, else 1e-2)"
+    )
+    opt.add_argument(
+        "--optimizer", default=S, help=f"{'|'.join(OPTIMIZERS)} (default: recipe, else adam)"
+    )
+    opt.add_argument(
+        "--momentum",
+        type=float,
+        default=S,
+        help="SGD momentum (default: recipe, else 0.9); an error with adam",
+    )
+    opt.add_argument(
+        "--weight-decay", dest="weight_decay", type=float, default=S, help="default: recipe, else 0"
+    )
     opt.add_argument(
         "--lr-schedule",
         dest="lr_schedule",
         default=S,
         help=f"{'|'.join(LR_SCHEDULES)}: lr per epoch; cooldown = constant for the first "
-        "half, then linear towards 0 (default: constant)",
+        "half, then linear towards 0 (default: recipe, else constant)",
     )
     opt.add_argument("--seed", type=int, default=S, help="default: 0")
     opt.add_argument("--device", default=S, help="cpu|cuda (default: cpu)")
@@ -269,13 +304,82 @@ def _version() -> str:
     return f"locallearn {__version__}"
 
 
-_NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules", "port", "argv"}
+_NOT_CONFIG = {
+    "command",
+    "out",
+    "config",
+    "json",
+    "plot",
+    "quiet",
+    "rules",
+    "seeds",
+    "same_recipe",
+    "port",
+    "argv",
+}
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    base = load_config_file(args.config) if args.config else RunConfig()
-    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
-    return config_from_mapping(flags, base)
+    """Defaults < config file < flags, checked before anything is loaded or built."""
+    values = read_config_values(args.config) if args.config else {}
+    if "out" in values:  # the run directory may come from the file too (--out wins)
+        out = values.pop("out")
+        if not isinstance(out, str):
+            raise UsageError(f"out in config file {args.config!r} must be a folder name (a string)")
+        if getattr(args, "out", None) is None:
+            args.out = out
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG and k != "file_keys"}
+    args.file_keys = sorted(set(values) - set(flags))
+    try:
+        base = config_from_mapping(values)
+    except UsageError as err:
+        raise UsageError(f"config file {args.config!r}: {err}") from None
+    cfg = config_from_mapping(flags, base)
+    from locallearn.api import default_rules, optimizers_used
+
+    if getattr(args, "rules", None):
+        rules = [r for r in args.rules.split(",") if r]
+    elif args.command == "compare":
+        rules = default_rules(cfg.model) if cfg.model in _model_names() else []
+    else:
+        rules = [cfg.rule]
+    check_momentum_applies({**values, **flags}, optimizers_used(cfg, rules))
+    validate(cfg)
+    return cfg
+
+
+def _model_names() -> list[str]:
+    from locallearn.models import MODELS
+
+    return MODELS.names()
+
+
+def _name_config_keys(message: str, args: argparse.Namespace) -> str:
+    """A message that blames a flag the user set in the config file names the file's key."""
+    for key in getattr(args, "file_keys", ()):
+        flag = "--" + key.replace("_", "-")
+        if re.search(re.escape(flag) + r"(?![\w-])", message):
+            return f"{message} (set by `{key}` in {args.config})"
+    return message
+
+
+def _out_dir(args: argparse.Namespace, default: Path) -> Path:
+    """The run directory: --out (or the config file's out), else ``default``; checked now."""
+    path = check_out_dir(args.out) if args.out is not None else check_out_dir(default)
+    args.run_dir_hint = path
+    return path
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    if getattr(args, "json", None) is not None:
+        check_out_file(args.json, "--json")
+    if getattr(args, "plot", None) is not None:
+        check_plot_file(args.plot)
+
+
+def _table_stream(args: argparse.Namespace) -> Any:
+    """Tables go to standard output, unless --json - claimed it for the JSON."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
 
 
 def _stamp() -> str:
@@ -302,9 +406,17 @@ def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
         now = time.monotonic()
         if now - last[0] >= 10 or record["epoch"] == cfg.epochs:
             last[0] = now
+            held_out = next(
+                (
+                    f"  {k.split('_')[0]} acc {record[k]:.4f}"
+                    for k in ("val_acc", "test_acc")
+                    if k in record
+                ),
+                "",
+            )
             print(
                 f"[{cfg.rule}] epoch {record['epoch']}/{cfg.epochs}  "
-                f"loss {_loss_text(record['train_loss'])}  test acc {record['test_acc']:.4f}",
+                f"loss {_loss_text(record['train_loss'])}{held_out}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -316,9 +428,13 @@ def _finished(summary: dict[str, Any], quiet: bool) -> None:
     if quiet:
         return
     from locallearn.report import format_bytes
+    from locallearn.report.table import settings_text
 
+    val = summary.get("val_acc")
     print(
-        f"[{summary['rule']}] test acc {summary['test_acc']:.4f}  "
+        f"[{summary['rule']}] seed {summary['seed']}  test acc {summary['test_acc']:.4f}  "
+        + (f"val acc {val:.4f}  " if val is not None else "")
+        + f"[{settings_text(summary)}]  "
         f"act memory {format_bytes(summary['act_bytes_peak'])}  "
         f"{summary['epoch_seconds']:.3f}s/epoch  -> {summary['run_dir']}",
         file=sys.stderr,
@@ -326,7 +442,9 @@ def _finished(summary: dict[str, Any], quiet: bool) -> None:
 
 
 def _write_json(path: str | None, obj: Any) -> None:
-    if path:
+    if path == "-":
+        print(json.dumps(obj, indent=2), flush=True)
+    elif path:
         from locallearn.engine.io import atomic_write_json
 
         atomic_write_json(path, obj)
@@ -339,8 +457,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("rules", "rule"):
         from locallearn.rules import rule_infos
 
-        rows = [[r["name"], r["options"], r["description"]] for r in rule_infos()]
+        infos = rule_infos()
+        rows = [[r["name"], r["options"], r["description"]] for r in infos]
         print(format_table(["rule", "options", "description"], rows))
+        print()
+        rows = [[r["name"].split(" ")[0], r["recipe"], r["recipe_source"]] for r in infos]
+        print(format_table(["rule", "recipe (for options not set)", "source"], rows))
     elif what in ("models", "model"):
         from locallearn.models import model_infos
 
@@ -362,24 +484,40 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from locallearn.api import parse_seeds, train_seeds
     from locallearn.engine.run import Run
     from locallearn.report import summary_table
 
     cfg = _config(args)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
-    )
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    seed_text = "s" + "_".join(map(str, seeds)) if seeds else f"s{cfg.seed}"
+    out = _out_dir(args, Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}")
+    _check_outputs(args)
+    if seeds and (cfg.workers or 1) > 1:
+        raise UsageError("--seeds trains one process per seed; drop --seeds or --workers")
     code = _on_workers(args, cfg, out, resume=False)
     if code is not None:
         return code
     progress, on_epoch = _reporter(args.quiet)
+    if seeds:
+
+        def on_run(summaries: list[dict[str, Any]]) -> None:
+            _finished(summaries[-1], args.quiet)
+            if args.json != "-":  # partial results survive a crash in a later seed
+                _write_json(args.json, summaries)
+
+        summaries = train_seeds(
+            cfg, seeds, out, progress=progress, on_epoch=on_epoch, on_run=on_run
+        )
+        if args.json == "-":
+            _write_json(args.json, summaries)
+        print(summary_table(summaries), file=_table_stream(args))
+        return 0
     run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
-    print(summary_table([summary]))
+    print(summary_table([summary]), file=_table_stream(args))
     return 0
 
 
@@ -409,26 +547,35 @@ def _on_workers(args: argparse.Namespace, cfg: RunConfig, out: Path, *, resume: 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from locallearn.api import compare_configs, default_rules
+    from locallearn.api import compare_configs, default_rules, parse_seeds
     from locallearn.report import summary_table
 
     cfg = _config(args)
     rules = [r for r in args.rules.split(",") if r] if args.rules else default_rules(cfg.model)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"compare-{cfg.model}-{cfg.data}-s{cfg.seed}-{_stamp()}"
-    )
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    seed_text = "s" + "_".join(map(str, seeds)) if seeds else f"s{cfg.seed}"
+    out = _out_dir(args, Path("runs") / f"compare-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}")
+    _check_outputs(args)
     progress, on_epoch = _reporter(args.quiet)
 
     def on_run(summaries: list[dict[str, Any]]) -> None:
         _finished(summaries[-1], args.quiet)
-        _write_json(args.json, summaries)  # partial results survive a crash in a later rule
+        if args.json != "-":  # partial results survive a crash in a later rule
+            _write_json(args.json, summaries)
 
     summaries = compare_configs(
-        cfg, rules, out, progress=progress, on_epoch=on_epoch, on_run=on_run
+        cfg,
+        rules,
+        out,
+        progress=progress,
+        on_epoch=on_epoch,
+        on_run=on_run,
+        seeds=seeds,
+        same_recipe=args.same_recipe,
     )
-    print(summary_table(summaries))
+    if args.json == "-":
+        _write_json(args.json, summaries)
+    print(summary_table(summaries), file=_table_stream(args))
     if args.plot:
         from locallearn.report.plot import plot_comparison
 
@@ -439,19 +586,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from locallearn.engine.run import resume_run
+    from locallearn.engine.run import load_run_config, resume_run
     from locallearn.report import summary_table
 
+    _check_outputs(args)
+    args.run_dir_hint = Path(args.run_dir)
     run_dir = Path(args.run_dir)
     if (run_dir / "config.toml").exists() and not (run_dir / "summary.json").exists():
-        code = _on_workers(args, load_config_file(run_dir / "config.toml"), run_dir, resume=True)
+        code = _on_workers(args, load_run_config(run_dir / "config.toml"), run_dir, resume=True)
         if code is not None:
             return code
     progress, on_epoch = _reporter(args.quiet)
     summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch)
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
-    print(summary_table([summary]))
+    print(summary_table([summary]), file=_table_stream(args))
     return 0
 
 
@@ -464,6 +613,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         parse_input_shape,
     )
 
+    _check_outputs(args)
     shape = parse_input_shape(args.input_shape)
     names = {f.name for f in dataclasses.fields(RunConfig)}
     cfg = config_from_mapping({k: v for k, v in vars(args).items() if k in names})
@@ -555,6 +705,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.study != "dsd":
         raise unknown_choice("study", args.study, ["dsd"])
+    _check_outputs(args)
+    if args.out is not None:
+        check_out_dir(args.out)
     cfg = sweep.sweep_config(
         args.full,
         patches=args.patches and sweep.parse_ints(args.patches, "--patches"),
@@ -580,6 +733,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.max_train < 10:
         raise UsageError(f"--max-train must be at least 10, got {args.max_train}")
+    _check_outputs(args)
     reports = []
     for run_dir in args.run_dirs:
         if not args.quiet:
@@ -628,34 +782,78 @@ def _peer_failure(err: Exception) -> bool:
     return isinstance(err, PeerLost | dist.DistError)
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    run_dir = getattr(args, "run_dir_hint", None)
+    if run_dir is None:
+        return "locallearn: interrupted"
+    if args.command == "compare":
+        started = sorted(p.parent for p in Path(run_dir).glob("*/config.toml"))
+        if not started:
+            return "locallearn: interrupted before the first run started; nothing to resume"
+        last = started[-1]
+        return f"locallearn: interrupted; continue the last run with `locallearn resume {last}`"
+    if not (Path(run_dir) / "config.toml").exists():
+        return "locallearn: interrupted before the run started; nothing to resume"
+    return f"locallearn: interrupted; continue with `locallearn resume {run_dir}`"
+
+
+def _show_warning(command: str) -> Any:
+    """Our own warnings as one line in the CLI's voice; others (torch's) as Python shows them."""
+    default = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, *rest: Any) -> None:
+        if "locallearn" in Path(filename).parts:
+            print(f"locallearn {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, *rest)
+
+    return show
+
+
+def _peer_stopped(args: argparse.Namespace, rank: int | None, err: Exception) -> int:
+    if not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher names the dead one
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        who = f"worker {(rank or 0) + 1}"
+        print(f"locallearn {args.command}: {who} stopped: {first}", file=sys.stderr)
+    return EXIT_PEER_LOST
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     args = build_parser().parse_args(argv)
     args.argv = argv
     rank = _worker_rank()
+    prefix = f"locallearn {args.command}"
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            # once per invocation (also when main runs many times in one process)
+            warnings.filterwarnings("default", category=UserWarning, module=r"locallearn\.")
+            warnings.showwarning = _show_warning(args.command)
+            return COMMANDS[args.command](args)
     except UsageError as err:
         if not rank:  # every worker finds the same mistake: worker 1 says it
-            print(f"locallearn {args.command}: error: {err}", file=sys.stderr)
+            print(f"{prefix}: error: {_name_config_keys(str(err), args)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Diverged as err:
+        print(f"{prefix}: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except PermissionError as err:  # a file or folder the user pointed us at
+        print(f"{prefix}: error: cannot access {err.filename}: permission denied", file=sys.stderr)
+        return EXIT_USAGE
+    except (RuntimeError, MemoryError) as err:
+        if _peer_failure(err):  # PeerLost and torch.distributed's errors are RuntimeErrors
+            return _peer_stopped(args, rank, err)
+        from locallearn.engine.limits import allocation_error
+
+        usage = allocation_error(err)
+        if usage is None:
+            raise
+        print(f"{prefix}: error: {usage}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         if not rank and not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher says it
-            print(
-                "locallearn: interrupted; a run continues with `locallearn resume RUN_DIR`",
-                file=sys.stderr,
-            )
+            print(_interrupted(args), file=sys.stderr)
         return 130
-    except Exception as err:
-        if not _peer_failure(err):
-            raise
-        if not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher names the dead one
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            print(
-                f"locallearn {args.command}: worker {(rank or 0) + 1} stopped: {first}",
-                file=sys.stderr,
-            )
-        return 3  # parallel.launch.EXIT_PEER_LOST
 
 
 if __name__ == "__main__":

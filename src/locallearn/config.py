@@ -1,8 +1,10 @@
 """The run configuration: one flat dataclass, read from TOML, validated, written back.
 
-Precedence: dataclass defaults < config file < command-line flags. An unknown key in a file
-is an error, as is a value of the wrong type; the resolved configuration is written into
-every run directory so that the run can be reproduced (and resumed) from it alone.
+Precedence: dataclass defaults < config file < command-line flags; training settings left
+unset (None) are filled from the rule's recipe, then the global default (locallearn.recipe).
+An unknown key in a file is an error, as is a value of the wrong type; the resolved
+configuration is written into every run directory so that the run can be reproduced (and
+resumed) from it alone.
 """
 
 from __future__ import annotations
@@ -38,12 +40,17 @@ class RunConfig:
     data: str = "mnist1d"
     blocks: int | None = None  # None: the rule's default (bp 1, greedy 3)
     epochs: int = 60  # MNIST-1D: ~2,400 steps, where the reference CNN reaches ~92%
-    batch_size: int = 100  # MNIST-1D reference: Adam, lr 1e-2, batch 100
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"  # see engine.run.lr_factor
+    # Training settings: None = not set by the user; a run fills them from the rule's recipe,
+    # then the global default (locallearn.recipe: Adam lr 1e-2, batch 100, momentum 0.9 for
+    # SGD, no weight decay, constant lr; lr_schedule: see engine.run.lr_factor).
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_schedule: str | None = None
+    # Which recipe filled the unset training fields (written by locallearn.recipe.resolve).
+    recipe_from: str | None = None
     seed: int = 0
     device: str = "cpu"
     data_dir: str | None = None
@@ -55,7 +62,9 @@ class RunConfig:
     # models
     width: int | None = _opt("model", "units or channels per layer")
     depth: int | None = _opt("model", "number of hidden layers")
-    activation: str | None = _opt("model", "mlp: hidden activation, relu|tanh (default relu)")
+    activation: str | None = _opt(
+        "model", "hidden activation, relu|tanh (mlp, cnn1d, cnn, vgg, resnet; default relu)"
+    )
     # rules: greedy and the auxiliary-head family
     head: str | None = _opt("rule", "auxiliary head: auto|linear|mlp|conv")
     cuts: list[int] | None = _opt(
@@ -103,6 +112,16 @@ class RunConfig:
     amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
     channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
     threads: int | None = _opt("run", "intra-op CPU threads per process (default: torch's)")
+    val_split: float = _opt(
+        "run",
+        "fraction of the training set held out for validation (stratified, fixed per data "
+        "seed; per-epoch evaluation uses it, the test set is evaluated once at the end; 0: off)",
+        0.1,
+    )
+    eval_every: int = _opt("run", "evaluate on the validation set every N epochs (and the last)", 1)
+    keep_best: bool = _opt(
+        "run", "also report the test accuracy of the epoch with the best validation accuracy", False
+    )
     # blocks on workers (parallel/, docs/parallel.md)
     workers: int | None = _opt("run", "processes the stages are spread over (default 1)")
     placement: list[int] | None = _opt(
@@ -190,14 +209,27 @@ def config_from_mapping(values: dict[str, Any], base: RunConfig | None = None) -
 
 
 def load_config_file(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    return config_from_mapping(read_config_values(path), base)
+
+
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The key/value pairs of a TOML config file, before they are checked against RunConfig."""
     path = Path(path)
+    name = repr(str(path))
     try:
-        values = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"config file {str(path)!r} does not exist")
+        raise UsageError(f"config file {name} does not exist")
+    except IsADirectoryError:
+        raise UsageError(f"config file {name} is a directory; give a .toml file")
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"config file {name} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        )
+    except OSError as err:
+        raise UsageError(f"config file {name} cannot be read: {err.strerror}")
     except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"config file {str(path)!r} is not valid TOML: {err}")
-    return config_from_mapping(values, base)
+        raise UsageError(f"config file {name} is not valid TOML: {err}")
 
 
 def to_toml(cfg: RunConfig) -> str:
@@ -218,14 +250,46 @@ def to_toml(cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Bounds that no real run reaches; beyond them a value is a typo (or an attack on memory).
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**63 - 1  # the largest seed every generator we use (torch, NumPy) takes
+MAX_DEPTH = 10_000
+MAX_THREADS = 1024
+MAX_FLOAT = 1e38  # float32 overflows just above 3.4e38
+MAX_INT = 2**62  # sizes and counts beyond this overflow torch's int64 shapes
+
+
 def validate(cfg: RunConfig) -> None:
     """Check the values that do not depend on a registry (names are checked on build)."""
-    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size}
+    for f in fields(cfg):  # before the range checks: nan passes every comparison
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UsageError(f"--{f.name.replace('_', '-')} must be a finite number, got {v}")
+            if isinstance(v, float) and abs(v) > MAX_FLOAT:
+                # Optimizers apply it to float32 tensors, where it would overflow.
+                raise UsageError(
+                    f"--{f.name.replace('_', '-')} must be at most {MAX_FLOAT:g} in size, got {v:g}"
+                )
+            if isinstance(v, int) and abs(v) > MAX_INT and f.name not in ("seed", "data_seed"):
+                raise UsageError(f"--{f.name.replace('_', '-')} must be at most 2**62, got {v}")
+    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
     for key, value in positive.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.epochs > MAX_EPOCHS:
+        raise UsageError(f"--epochs must be at most {MAX_EPOCHS:,}, got {cfg.epochs:,}")
+    for key in ("seed", "data_seed"):
+        value = getattr(cfg, key)
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise UsageError(
+                f"--{key.replace('_', '-')} must be in 0..{MAX_SEED} (2**63 - 1), got {value}"
+            )
+    if cfg.depth is not None and cfg.depth > MAX_DEPTH:
+        raise UsageError(f"--depth must be at most {MAX_DEPTH:,}, got {cfg.depth:,}")
+    if cfg.threads is not None and not 1 <= cfg.threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}")
     if cfg.workers is not None and cfg.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
     if cfg.worker_timeout is not None and not cfg.worker_timeout > 0:
@@ -234,15 +298,36 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
-    if not cfg.lr > 0 or not math.isfinite(cfg.lr):
+    # Unset (None) training fields are filled from a recipe before a run starts; the values
+    # checked here are the user's (a recipe's own are checked in tests/test_recipe.py).
+    if cfg.lr is not None and (not cfg.lr > 0 or not math.isfinite(cfg.lr)):
         raise UsageError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.weight_decay < 0:
+    if cfg.weight_decay is not None and cfg.weight_decay < 0:
         raise UsageError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
-    if not 0 <= cfg.momentum < 1:
+    if cfg.momentum is not None and not 0 <= cfg.momentum < 1:
         raise UsageError(f"--momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.optimizer not in OPTIMIZERS:
+    if cfg.optimizer is not None and cfg.optimizer not in OPTIMIZERS:
         raise unknown_choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    if cfg.lr_schedule not in LR_SCHEDULES:
+    if cfg.lr_schedule is not None and cfg.lr_schedule not in LR_SCHEDULES:
         raise unknown_choice("--lr-schedule", cfg.lr_schedule, LR_SCHEDULES)
+    if not 0 <= cfg.val_split < 1:
+        raise UsageError(
+            "--val-split must be a fraction in [0, 1) (0 turns validation off), "
+            f"got {cfg.val_split}"
+        )
     if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
         raise unknown_choice("device", cfg.device, DEVICES)
+
+
+def check_momentum_applies(
+    values: dict[str, Any], optimizers: list[str], where: str = "--momentum"
+) -> None:
+    """``momentum`` given explicitly (flag, file or API) when every rule of the invocation
+    trains with Adam (``optimizers``: the optimizer each rule will use, its recipe's where
+    the user set none) is an error: Adam has no momentum option (its betas play that part),
+    and silently ignoring it would mislead."""
+    if "momentum" in values and optimizers and all(o == "adam" for o in optimizers):
+        raise UsageError(
+            f"{where} applies to --optimizer sgd only (this run uses adam, whose betas play "
+            "that part); drop it or add --optimizer sgd"
+        )

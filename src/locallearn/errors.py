@@ -25,3 +25,16 @@ def unknown_choice(kind: str, value: object, choices: Iterable[str], hint: str =
     if hint:
         message += f". {hint}"
     return UsageError(message)
+
+
+class Diverged(Exception):
+    """Training produced a non-finite (or exploded) loss or parameter.
+
+    Not a usage error and not a bug: the hyperparameters made this run blow up. The CLI
+    prints the message and exits with status 3; the run directory keeps the last good
+    checkpoint and records the epoch as diverged in metrics.jsonl.
+    """
+
+    def __init__(self, message: str, *, epoch: int, block: int, lr: float) -> None:
+        super().__init__(message)
+        self.epoch, self.block, self.lr = epoch, block, lr

@@ -84,6 +84,9 @@ class Registry(Generic[T]):
             )
         return self._entries[key]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries or name in self._aliases
+
     def canonical(self, name: str) -> str:
         return self.get(name).name
 

@@ -31,6 +31,9 @@ class Dataset:
     # Training-time augmentation of a batch (already on the device), drawing its randomness
     # from the generator; None when the dataset defines none. Applied with --augment.
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    # The validation split (``--val-split``), held out of the training set; None: none.
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

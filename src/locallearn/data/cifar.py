@@ -12,7 +12,6 @@ random 32x32 crop, random horizontal flip (He et al., 2016, sec. 4.2).
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from locallearn.data.augment import colour_images
 from locallearn.data.base import DATASETS, Dataset
 from locallearn.data.files import corrupt_file, locate_files, resolve_data_dir
+from locallearn.data.safe_pickle import CIFAR_TYPES, safe_load
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -27,29 +27,10 @@ SUBDIRS = ("cifar10", "cifar-10-batches-py", "cifar10/cifar-10-batches-py")
 SHAPE = (3, 32, 32)
 NAME = "cifar10"
 
-# A damaged pickle fails in many ways depending on where the damage is; all mean "corrupt".
-UNPICKLE_ERRORS = (
-    pickle.UnpicklingError,
-    EOFError,
-    OSError,
-    ValueError,
-    TypeError,
-    AttributeError,
-    ImportError,
-    IndexError,
-    KeyError,
-    OverflowError,
-    MemoryError,
-)
-
 
 def _unpickle(path: Path, label: str) -> object:
-    try:
-        with path.open("rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except UNPICKLE_ERRORS as error:
-        why = f"cannot read it as a pickle ({type(error).__name__}: {error})"
-        raise corrupt_file(label, path, why) from error
+    # Restricted: only the NumPy names a batch holds are admitted, so no file runs code.
+    return safe_load(path, CIFAR_TYPES, encoding="bytes", dataset=label)
 
 
 def read_batch(
@@ -59,9 +40,10 @@ def read_batch(
 
     ``labels_key`` and ``classes`` select the label set: b"labels"/10 for CIFAR-10,
     b"fine_labels"/100 for CIFAR-100.
-    The batches are pickles by format (written by Python 2), so reading one runs the pickle
-    machinery: like any pickle, only load batch files from a source you trust.
-    ``encoding="bytes"`` is needed for the Python 2 strings they contain.
+    The batches are pickles by format (written by Python 2); they are read with the
+    restricted unpickler of ``safe_pickle``, which admits only NumPy's array types, so a
+    crafted file is refused instead of run. ``encoding="bytes"`` is needed for the Python 2
+    strings they contain.
     """
     path = Path(path)
     batch = _unpickle(path, label)
@@ -70,7 +52,14 @@ def read_batch(
     data, labels = batch.get(b"data"), batch.get(labels_key)
     if data is None or labels is None:
         raise corrupt_file(label, path, f"no b'data' and {labels_key!r} entries")
-    data, labels = np.asarray(data), np.asarray(labels)
+    data = np.asarray(data)
+    try:  # object dtype: a list holding None or strings is not a label list
+        labels = np.asarray(labels)
+    except ValueError:
+        labels = np.asarray(labels, dtype=object)
+    if labels.dtype.kind not in "iu" and not (labels.size == 0 and labels.ndim == 1):
+        first = labels.ravel()[:3].tolist()
+        raise corrupt_file(label, path, f"labels must be integers, got {labels.dtype} {first}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise corrupt_file(label, path, f"data is {data.dtype} {data.shape}, expected uint8 Nx3072")
     if labels.ndim != 1 or len(labels) != len(data):

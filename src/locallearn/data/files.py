@@ -61,6 +61,12 @@ def locate_files(
     dirs = candidate_dirs(data_dir, subdirs)
     looked = "; ".join(str(d) for d in dirs)
     for directory in dirs:
+        if directory.is_dir() and not os.access(directory, os.R_OK | os.X_OK):
+            # Unreadable, its files would look absent; say what is wrong instead.
+            raise UsageError(
+                f"{dataset}: cannot read {directory}: permission denied; make it readable "
+                f"(chmod) or {LOCATION_HINT}"
+            )
         found = {f: _first_existing(directory, [f + s for s in suffixes]) for f in files}
         if not any(found.values()):
             continue

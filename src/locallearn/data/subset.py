@@ -67,3 +67,41 @@ def limit_train(dataset: Dataset, n: int) -> Dataset:
     return dataclasses.replace(
         dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep]
     )
+
+
+VAL_SEED = 1  # the validation split's own stream, apart from --train-limit's subset
+
+
+def split_validation(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """``--val-split F``: hold out a stratified fraction of the training set for validation.
+
+    The split depends on the labels, ``fraction`` and ``seed`` (the data seed) only, never on
+    the run seed, so every rule and every run seed validates on the same examples. Each
+    class keeps at least one training example.
+    """
+    if fraction <= 0:
+        return dataset
+    labels = dataset.y_train.numpy().astype(np.int64)
+    n_val = int(round(fraction * len(labels)))
+    if n_val < 1 or n_val >= len(labels):
+        raise UsageError(
+            f"--val-split {fraction} leaves no validation or no training example out of "
+            f"{len(labels)}; choose a fraction between {1 / len(labels):.3g} and "
+            f"{1 - 1 / len(labels):.3g}, or 0 to turn validation off"
+        )
+    rng = np.random.default_rng([VAL_SEED, seed])
+    chosen = []
+    for label, count in enumerate(class_counts(labels, n_val)):
+        members = np.flatnonzero(labels == label)
+        chosen.append(members[rng.permutation(len(members))[: min(count, len(members) - 1)]])
+    val = np.sort(np.concatenate(chosen))
+    mask = np.ones(len(labels), dtype=bool)
+    mask[val] = False
+    train, val_t = torch.from_numpy(np.flatnonzero(mask)), torch.from_numpy(val)
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[train],
+        y_train=dataset.y_train[train],
+        x_val=dataset.x_train[val_t],
+        y_val=dataset.y_train[val_t],
+    )

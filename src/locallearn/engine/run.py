@@ -21,11 +21,21 @@ from torch import nn
 from locallearn import __version__
 from locallearn.config import RunConfig, load_config_file, to_toml, validate
 from locallearn.data import DATASETS, Dataset, load_dataset
+from locallearn.data.subset import split_validation
+from locallearn.engine.checkpoint import check_belongs, identity, mismatch, read_checkpoint
+from locallearn.engine.divergence import diverged_stage
+from locallearn.engine.evaluation import Evaluator, resolve_run_config
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from locallearn.engine.loop import batches, evaluate, train_epoch
-from locallearn.errors import UsageError
+from locallearn.engine.limits import check_model_fits
+from locallearn.engine.lock import RunDirLock
+from locallearn.engine.loop import batches, train_epoch
+from locallearn.engine.threads import default_threads
+from locallearn.errors import Diverged, UsageError
 from locallearn.measure import SavedTensorMeter, count_params, peak_rss_bytes, weights_sha256
+from locallearn.measure.memory import RSSWindow
 from locallearn.models import MODELS, build_model
+from locallearn.recipe import resolve as resolve_recipe
+from locallearn.recipe import settings_used
 from locallearn.rules import RULES, Rule, build_rule
 
 CHECKPOINT_VERSION = 1
@@ -45,6 +55,9 @@ class TrainState:
     block_act_bytes: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
     samples: int = 0
+    eval_seconds: float = 0.0
+    best_epoch: int = 0  # --keep-best: the epoch of the best validation accuracy so far
+    best_val_acc: float | None = None
 
 
 def load_configured_dataset(cfg: RunConfig) -> Dataset:
@@ -56,6 +69,15 @@ def load_configured_dataset(cfg: RunConfig) -> Dataset:
         as_sequence=cfg.as_sequence,
         **cfg.data_options(),
     )
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """A run directory's config.toml; one written before --val-split existed trained on the
+    whole training set, and a resumed run must too."""
+    cfg = load_config_file(path)
+    if "val_split" not in path.read_text():
+        cfg = cfg.replace(val_split=0.0)
+    return cfg
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,6 +99,7 @@ def check_fresh_run_dir(run_dir: Path) -> None:
 
 
 def make_optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    cfg = resolve_recipe(cfg, None)  # a config not resolved by a Run: unset = global default
     # foreach: one batched call over a block's tensors instead of a Python loop per tensor;
     # with many small blocks and heads the loop would rival the forward/backward work.
     if cfg.optimizer == "adam":
@@ -108,7 +131,9 @@ def apply_threads(threads: int | None) -> None:
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The data order of one epoch depends only on (seed, epoch): resumable, comparable."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    # Modulo 2**64, the generator's seed range, so every --seed up to 2**63 - 1 works; below
+    # the wrap (all seeds < 1.8e13) the order is the same as without it.
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
 
 
 class Run:
@@ -129,23 +154,34 @@ class Run:
         RULES.get(cfg.rule)
         if network is None:
             MODELS.get(cfg.model)
+        cfg = resolve_run_config(cfg, custom_model=network is not None)
+        validate(cfg)
         if dataset is None:
             DATASETS.get(cfg.data)
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.lock = RunDirLock(self.run_dir) if self.run_dir is not None else None
         self.progress = progress
         self.on_epoch = on_epoch
         self.device = resolve_device(cfg.device)
         apply_threads(cfg.threads)
         self.data = dataset if dataset is not None else load_configured_dataset(cfg)
+        if self.data.x_val is None and cfg.val_split > 0:
+            self.data = split_validation(self.data, cfg.val_split, cfg.data_seed or 0)
         if cfg.augment and self.data.augment is None:
             raise UsageError(f"--augment: dataset {self.data.name!r} defines no augmentation")
         check_accelerator_options(cfg, self.device)
+        if network is None:  # before allocating: a model too large for memory is a usage error
+            check_model_fits(cfg, self.data, self.device)
         torch.manual_seed(cfg.seed)
         if network is None:
             network = build_model(
                 cfg.model, self.data.input_shape, self.data.classes, **cfg.model_options()
             )
+        if cfg.threads is None and self.device.type == "cpu":
+            # Recorded in config.toml: a resumed run keeps the count (and its exact weights).
+            cfg = self.cfg = cfg.replace(threads=default_threads(network, self.data.input_shape))
+            apply_threads(cfg.threads)
         self.rule: Rule = build_rule(
             cfg.rule,
             network,
@@ -163,6 +199,7 @@ class Run:
         self.state = TrainState()
         self._x_train, self._y_train = self._to_device(self.data.x_train, self.data.y_train)
         self._x_test, self._y_test = self._to_device(self.data.x_test, self.data.y_test)
+        self.evaluator = Evaluator(self)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Datasets here fit in device memory; one copy up front beats a copy per batch. On
@@ -201,36 +238,43 @@ class Run:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        atomic_torch_save(
-            path,
-            {
-                "version": CHECKPOINT_VERSION,
-                "network": self.rule.network.state_dict(),
-                "rule": self.rule.state_dict(),
-                "optimizers": [opt.state_dict() for opt in self.optimizers],
-                "rng": rng,
-                "state": asdict(self.state),
-            },
-        )
+        ckpt = {
+            "version": CHECKPOINT_VERSION,
+            "identity": identity(self.cfg),
+            "network": self.rule.network.state_dict(),
+            "rule": self.rule.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "rng": rng,
+            "state": asdict(self.state),
+        }
+        if self.evaluator.best is not None:
+            ckpt["best"] = self.evaluator.best
+        atomic_torch_save(path, ckpt)
 
     def load_checkpoint(self) -> None:
         path = self._path("checkpoint.pt")
         if path is None or not path.exists():
             raise UsageError(f"no checkpoint to resume from: {path} does not exist")
+        ckpt = read_checkpoint(path, self.device, CHECKPOINT_VERSION)
+        check_belongs(ckpt, self.cfg, path)
         try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # a truncated or foreign file
-            raise UsageError(f"cannot read checkpoint {path}: {err}")
-        if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise UsageError(f"checkpoint {path} has version {ckpt.get('version')}, expected 1")
-        self.rule.network.load_state_dict(ckpt["network"])
-        self.rule.load_state_dict(ckpt["rule"])
-        for opt, state in zip(self.optimizers, ckpt["optimizers"]):
-            opt.load_state_dict(state)
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
-        self.state = TrainState(**ckpt["state"])
+            self.rule.network.load_state_dict(ckpt["network"])
+            self.rule.load_state_dict(ckpt["rule"])
+            if len(ckpt["optimizers"]) != len(self.optimizers):
+                raise ValueError(
+                    f"{len(ckpt['optimizers'])} optimizers for {len(self.optimizers)} blocks"
+                )
+            for opt, state in zip(self.optimizers, ckpt["optimizers"]):
+                opt.load_state_dict(state)
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+            self.state = TrainState(**ckpt["state"])
+            self.evaluator.best = ckpt.get("best")
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            # Shapes or keys that do not fit the model config.toml describes.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise mismatch(path, f"the weights do not fit its model: {first}") from None
 
     def _write_metrics(self) -> None:
         path = self._path("metrics.jsonl")
@@ -239,13 +283,26 @@ class Run:
 
     # -- training -------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs (all of them for a new run) and return the summary."""
+        """Train the remaining epochs (all of them for a new run) and return the summary.
+
+        Holds the run directory's lock throughout; raises ``Diverged`` (after recording the
+        epoch in metrics.jsonl, keeping the last good checkpoint) if training blows up.
+        """
+        if self.lock is None:
+            return self._fit()
+        with self.lock:
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.run_dir is not None and self.state.epoch == 0:
             check_fresh_run_dir(self.run_dir)
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        # The memory training adds: data loading's peak (the float32 dataset) is the same for
+        # every rule and would hide the difference between them (measure does the same).
+        self._rss = RSSWindow()
         steps_per_epoch = -(-self._x_train.shape[0] // cfg.batch_size)
         bar = _progress_bar(
             self.progress,
@@ -276,12 +333,12 @@ class Run:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - start
-            test_acc = evaluate(self.rule, self._x_test, self._y_test)
+            self._check_divergence(epoch, losses)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": losses[-1],
                 "block_losses": losses,
-                "test_acc": test_acc,
+                **self.evaluator.after_epoch(epoch),
                 "epoch_seconds": seconds,
                 "act_bytes_peak": meter.peak,
             }
@@ -297,7 +354,7 @@ class Run:
             self._save_checkpoint()
             self._write_metrics()
             if bar:
-                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), test=f"{test_acc:.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=_fmt(losses[-1]), **_held_out(record))
             if self.on_epoch is not None:
                 self.on_epoch(record, cfg)
         if bar:
@@ -307,7 +364,44 @@ class Run:
             atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
+    def _check_divergence(self, epoch: int, losses: list[float | None]) -> None:
+        found = diverged_stage(self.rule, losses)
+        if found is None:
+            return
+        block, why = found
+        lr = self.optimizers[block].param_groups[0]["lr"]
+        kept = (
+            f"the checkpoint of epoch {self.state.epoch} is kept"
+            if self.state.epoch
+            else "no checkpoint was written"
+        )
+        message = (
+            f"training diverged in epoch {epoch + 1} at block {block + 1} of {self.rule.blocks} "
+            f"(lr {lr:g}): {why}; {kept}; try a smaller --lr"
+        )
+        record = {
+            "epoch": epoch + 1,
+            "status": "diverged",
+            "block": block + 1,
+            "lr": lr,
+            "message": message,
+            "block_losses": [x if x is None or math.isfinite(x) else None for x in losses],
+        }
+        path = self._path("metrics.jsonl")
+        if path is not None:
+            lines = [*self.state.history, record]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in lines))
+        raise Diverged(message, epoch=epoch + 1, block=block + 1, lr=lr)
+
     def summary(self) -> dict[str, Any]:
+        """The summary of the run so far: the test set evaluated once, here, at the end."""
+        final = self.evaluator.final()
+        out = self._summary()
+        out.update(final)
+        out["eval_seconds"] = self.state.eval_seconds / max(1, self.state.epoch)
+        return out
+
+    def _summary(self) -> dict[str, Any]:
         cfg, state, rule = self.cfg, self.state, self.rule
         last = state.history[-1] if state.history else {}
         out: dict[str, Any] = {
@@ -318,8 +412,6 @@ class Run:
             "epochs": state.epoch,
             "seed": cfg.seed,
             "device": str(self.device),
-            "test_acc": evaluate(rule, self._x_test, self._y_test),
-            "train_acc": evaluate(rule, self._x_train, self._y_train),
             "train_loss": last.get("train_loss"),
             "block_losses": last.get("block_losses"),
             "params": count_params(rule.network.parameters()),
@@ -327,6 +419,7 @@ class Run:
             "act_bytes_peak": state.act_bytes_peak,
             "block_act_bytes": state.block_act_bytes,
             "peak_rss_bytes": peak_rss_bytes(),
+            "rss_added_bytes": self._rss.added() if hasattr(self, "_rss") else None,
             "epoch_seconds": state.train_seconds / max(1, state.epoch),
             "samples_per_second": state.samples / state.train_seconds
             if state.train_seconds
@@ -336,9 +429,19 @@ class Run:
             "batch_size": cfg.batch_size,
             "lr": cfg.lr,
             "optimizer": cfg.optimizer,
+            "settings": settings_used(cfg),
+            "recipe_from": cfg.recipe_from,
+            "threads": torch.get_num_threads(),
             "train_size": int(self._x_train.shape[0]),
+            "val_size": int(self.data.y_val.shape[0]) if self.data.y_val is not None else 0,
             "test_size": int(self._x_test.shape[0]),
-            "test_acc_curve": [r["test_acc"] for r in state.history],
+            # Per-epoch held-out accuracy: validation (older runs and --val-split 0: test).
+            "val_acc_curve": [r.get("val_acc") for r in state.history],
+            **(
+                {"test_acc_curve": [r.get("test_acc") for r in state.history]}
+                if any("test_acc" in r for r in state.history)
+                else {}
+            ),
             "train_loss_curve": [r["train_loss"] for r in state.history],
             "torch_version": torch.__version__,
             "locallearn_version": __version__,
@@ -351,6 +454,13 @@ class Run:
 
 def _fmt(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.3f}"
+
+
+def _held_out(record: dict[str, Any]) -> dict[str, str]:
+    for key in ("val_acc", "test_acc"):
+        if record.get(key) is not None:
+            return {key.split("_")[0]: f"{record[key]:.3f}"}
+    return {}
 
 
 def check_accelerator_options(cfg: RunConfig, device: torch.device) -> None:
@@ -376,13 +486,32 @@ def resume_run(
     config_path = run_dir / "config.toml"
     if not config_path.exists():
         raise UsageError(f"{run_dir} is not a run directory: {config_path} does not exist")
-    cfg = load_config_file(config_path)
+    cfg = load_run_config(config_path)
     run = Run(cfg, run_dir, progress=progress, on_epoch=on_epoch)
-    if (run_dir / "checkpoint.pt").exists():
-        run.load_checkpoint()
-    # else: the run died before its first checkpoint; with the same seed, starting over is
-    # exactly what an uninterrupted run would have done.
-    summary_path = run_dir / "summary.json"
-    if run.state.epoch >= cfg.epochs and summary_path.exists():
-        return json.loads(summary_path.read_text())
-    return run.fit()
+    assert run.lock is not None
+    with run.lock:  # before reading the checkpoint: another writer may be replacing it
+        if (run_dir / "checkpoint.pt").exists():
+            run.load_checkpoint()
+        # else: the run died before its first checkpoint; with the same seed, starting over
+        # is exactly what an uninterrupted run would have done.
+        summary_path = run_dir / "summary.json"
+        if run.state.epoch >= cfg.epochs and summary_path.exists():
+            return read_summary(summary_path)
+        return run.fit()
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's summary.json, or a UsageError saying it is damaged."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(
+            f"{path} is damaged ({type(error).__name__}); delete it and run "
+            f"`locallearn resume {path.parent}` to write it again"
+        ) from None
+    if not isinstance(summary, dict):
+        raise UsageError(
+            f"{path} holds a {type(summary).__name__}, not a run summary; delete it and run "
+            f"`locallearn resume {path.parent}` to write it again"
+        )
+    return summary

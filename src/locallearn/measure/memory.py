@@ -125,3 +125,39 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class RSSWindow:
+    """The resident memory a stretch of work added: its peak minus the RSS when it began.
+
+    On Linux the kernel's high-water mark is reset at the start (``/proc/self/clear_refs``,
+    value 5), so a peak set earlier (reading the dataset) does not hide the work's own; where
+    that is not available the process's peak so far is used, and ``exact`` is False.
+    """
+
+    def __init__(self) -> None:
+        self.exact = False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.exact = _status_kib("VmHWM") is not None
+        except OSError:
+            pass
+        rss = _status_kib("VmRSS")
+        self.base = rss * 1024 if rss is not None and self.exact else peak_rss_bytes()
+
+    def added(self) -> int:
+        """Bytes the peak rose above the starting RSS (0 if it never did)."""
+        hwm = _status_kib("VmHWM") if self.exact else None
+        peak = hwm * 1024 if hwm is not None else peak_rss_bytes()
+        return max(0, peak - self.base)

@@ -105,6 +105,7 @@ def measure_config(
     metered step, ``warmup`` untimed and ``steps`` timed steps of ``engine.loop.train_step``.
     """
     # Imported here: engine.run imports this package, so a module-level import would loop.
+    from locallearn.engine.evaluation import resolve_run_config
     from locallearn.engine.run import check_accelerator_options, make_optimizer, resolve_device
     from locallearn.models import MODELS, build_model
     from locallearn.rules import RULES, build_rule
@@ -113,6 +114,7 @@ def measure_config(
     _check(cfg, classes, steps, warmup)
     RULES.get(cfg.rule)
     MODELS.get(cfg.model)
+    cfg = resolve_run_config(cfg)  # the rule's recipe: its batch size, optimiser, activation
     device = resolve_device(cfg.device)
     check_accelerator_options(cfg, device)
     cuda = device.type == "cuda"

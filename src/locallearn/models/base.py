@@ -7,13 +7,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from locallearn.errors import UsageError
+from locallearn.errors import UsageError, unknown_choice
 from locallearn.registry import Registry
 
 # Builders: (input_shape, classes, **options) -> nn.Sequential of units.
 # Entry meta: ``ranks`` = the input ranks (len of input_shape) the model accepts;
 # ``family`` = dense | conv | recurrent | local | ... (which rules apply: see rule_applies).
 MODELS: Registry[nn.Sequential] = Registry("model")
+
+
+# Hidden activations a model's ``--activation`` chooses from. tanh is the setting of the DRTP
+# paper (Frenkel et al. 2021) and the bounded range that tpSGD's zero-mean targets P_i y* can
+# be reached in; relu is every model's default.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def activation(name: str) -> nn.Module:
+    """A new activation module for ``--activation name`` (a UsageError for an unknown name)."""
+    if name not in ACTIVATIONS:
+        raise unknown_choice("--activation", name, ACTIVATIONS)
+    return ACTIVATIONS[name]()
 
 
 def build_model(

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from locallearn.models.base import activation as act
+
 
 @runtime_checkable
 class Replicable(Protocol):
@@ -32,22 +34,30 @@ def he_conv(in_channels: int, width: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ConvUnit(nn.Sequential):
-    """conv3x3 - BN - ReLU, optionally followed by a 2x2 max-pool (VGG)."""
+    """conv3x3 - BN - ReLU (or ``activation``), optionally followed by a 2x2 max-pool (VGG)."""
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, pool: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int = 1,
+        pool: bool = False,
+        activation: str = "relu",
+    ) -> None:
         layers: list[nn.Module] = [
             he_conv(in_channels, width, stride),
             nn.BatchNorm2d(width),
-            nn.ReLU(inplace=False),
+            act(activation),
         ]
         if pool:
             layers.append(nn.MaxPool2d(2))
         super().__init__(*layers)
         self.width = width
+        self.activation = activation
 
     def fresh(self, in_channels: int, stride: int = 1) -> ConvUnit:
         # The fresh layer downsamples by stride, never by pooling: AugLocal's recipe.
-        return ConvUnit(in_channels, self.width, stride)
+        return ConvUnit(in_channels, self.width, stride, activation=self.activation)
 
 
 class BasicBlock(nn.Module):
@@ -59,7 +69,9 @@ class BasicBlock(nn.Module):
     parameters); option B (1x1 projection) would change those counts.
     """
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, width: int, stride: int = 1, activation: str = "relu"
+    ) -> None:
         super().__init__()
         if width < in_channels:
             raise ValueError(
@@ -72,6 +84,8 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = he_conv(width, width)
         self.bn2 = nn.BatchNorm2d(width)
+        self.activation = activation
+        self.act1, self.act2 = act(activation), act(activation)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
@@ -82,12 +96,12 @@ class BasicBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.act2(out + self.shortcut(x))
 
     def fresh(self, in_channels: int, stride: int = 1) -> BasicBlock:
-        return BasicBlock(in_channels, self.width, stride)
+        return BasicBlock(in_channels, self.width, stride, self.activation)
 
 
 class Classifier(nn.Sequential):

@@ -24,19 +24,23 @@ from locallearn.models.layers import BasicBlock, Classifier, ConvUnit, WithClass
 
 
 def cifar_resnet(
-    input_shape: tuple[int, ...], classes: int, depth: int, width: int = 16
+    input_shape: tuple[int, ...],
+    classes: int,
+    depth: int,
+    width: int = 16,
+    activation: str = "relu",
 ) -> nn.Sequential:
     """ResNet-``depth`` (depth = 6n + 2) for ``input_shape`` = (C, H, W)."""
     if (depth - 2) % 6:
         raise ValueError(f"a CIFAR ResNet has depth 6n + 2, got {depth}")
     n = (depth - 2) // 6
-    units: list[nn.Module] = [ConvUnit(input_shape[0], width)]
+    units: list[nn.Module] = [ConvUnit(input_shape[0], width, activation=activation)]
     channels = width
     for stage in range(3):
         stage_width = width * 2**stage
         for i in range(n):
             stride = 2 if stage > 0 and i == 0 else 1
-            units.append(BasicBlock(channels, stage_width, stride))
+            units.append(BasicBlock(channels, stage_width, stride, activation))
             channels = stage_width
     units[-1] = WithClassifier(units[-1], Classifier(channels, classes))
     return nn.Sequential(*units)
@@ -47,12 +51,14 @@ def _register(depth: int, params: str) -> None:
         f"resnet{depth}",
         description=f"CIFAR ResNet-{depth} (He et al. 2016): 3 stages x {(depth - 2) // 6} "
         f"BasicBlocks, --width base channels (16; {params} params)",
-        options=("width",),
+        options=("width", "activation"),
         family="conv",
         ranks=(3,),
     )
-    def build(input_shape: tuple[int, ...], classes: int, width: int = 16) -> nn.Sequential:
-        return cifar_resnet(input_shape, classes, depth, width)
+    def build(
+        input_shape: tuple[int, ...], classes: int, width: int = 16, activation: str = "relu"
+    ) -> nn.Sequential:
+        return cifar_resnet(input_shape, classes, depth, width, activation)
 
 
 for _depth, _params in ((20, "0.27M"), (32, "0.46M"), (56, "0.85M"), (110, "1.7M")):

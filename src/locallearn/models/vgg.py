@@ -22,7 +22,13 @@ CONFIGS: dict[str, list[int | str]] = {
 }
 
 
-def vgg(name: str, input_shape: tuple[int, ...], classes: int, width: int = 64) -> nn.Sequential:
+def vgg(
+    name: str,
+    input_shape: tuple[int, ...],
+    classes: int,
+    width: int = 64,
+    activation: str = "relu",
+) -> nn.Sequential:
     """VGG ``name`` (a key of CONFIGS) for ``input_shape`` = (C, H, W)."""
     channels, height, breadth = input_shape
     size = min(height, breadth)
@@ -33,7 +39,7 @@ def vgg(name: str, input_shape: tuple[int, ...], classes: int, width: int = 64) 
             continue
         out = width * int(item)
         pool = i + 1 < len(spec) and spec[i + 1] == "M" and size >= 2
-        units.append(ConvUnit(channels, out, pool=pool))
+        units.append(ConvUnit(channels, out, pool=pool, activation=activation))
         size //= 2 if pool else 1
         channels = out
     units[-1] = WithClassifier(units[-1], Classifier(channels, classes))
@@ -45,12 +51,14 @@ def _register(name: str, convs: int) -> None:
         name,
         description=f"VGG-{convs + 3} with BN, CIFAR style: {convs} conv3x3 units, global "
         "pool, linear; --width base channels (64)",
-        options=("width",),
+        options=("width", "activation"),
         family="conv",
         ranks=(3,),
     )
-    def build(input_shape: tuple[int, ...], classes: int, width: int = 64) -> nn.Sequential:
-        return vgg(name, input_shape, classes, width)
+    def build(
+        input_shape: tuple[int, ...], classes: int, width: int = 64, activation: str = "relu"
+    ) -> nn.Sequential:
+        return vgg(name, input_shape, classes, width, activation)
 
 
 for _name in CONFIGS:

@@ -26,7 +26,7 @@ from locallearn.errors import UsageError
 
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 5.0
-EXIT_PEER_LOST = 3  # a worker that stopped because another one died
+EXIT_PEER_LOST = 4  # a worker that stopped because another one died (cli.EXIT_PEER_LOST)
 
 
 def free_port(port: int | None) -> int:
@@ -107,8 +107,8 @@ def launch(
                 # The cause, not a worker that stopped because of it.
                 rank, code = min(failed, key=lambda f: (f[1] == EXIT_PEER_LOST, f[0]))
                 _stop(procs)
-                if code == 2:  # a usage error: worker 1 has printed it
-                    return 2
+                if code in (2, 3):  # a usage error or divergence: worker 1 has said it
+                    return code
                 print(
                     f"locallearn {command}: worker {rank + 1} of {workers} (pid "
                     f"{procs[rank].pid}) {_describe(code)}; the other workers were stopped; "

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from locallearn.config import load_config_file
 from locallearn.data import Dataset
 from locallearn.engine.io import atomic_write_json
 from locallearn.engine.loop import batches, evaluate
@@ -180,7 +179,9 @@ def _load(run_dir: Path, custom_given: bool) -> Any:
         )
     if not (run_dir / "checkpoint.pt").exists():
         raise UsageError(f"{run_dir} holds no checkpoint.pt: the run never finished an epoch")
-    cfg = load_config_file(config_path)
+    from locallearn.engine.run import load_run_config
+
+    cfg = load_run_config(config_path)
     if not custom_given and "custom" in (cfg.model, cfg.data):
         what = "model" if cfg.model == "custom" else "dataset"
         raise UsageError(
@@ -205,7 +206,7 @@ def probe_run(
     ``device`` defaults to the run's own device, or the CPU when that is not available.
     ``network``/``dataset`` rebuild a run trained on a custom model or data through the API.
     """
-    from locallearn.engine.run import Run
+    from locallearn.engine.run import Run, read_summary
 
     run_dir = Path(run_dir)
     cfg = _load(run_dir, custom_given=network is not None or dataset is not None)
@@ -273,7 +274,7 @@ def probe_run(
         report["shortcut"] = shortcut_report(rule, data, run.device)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
-        report["summary_test_acc"] = json.loads(summary_path.read_text()).get("test_acc")
+        report["summary_test_acc"] = read_summary(summary_path).get("test_acc")
     if write:
         atomic_write_json(run_dir / "probe.json", report)
         from locallearn.probes.plot import plot_probe

@@ -10,7 +10,8 @@ from locallearn.engine.io import atomic_write_bytes
 
 
 def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Left: test accuracy per epoch for each rule. Right: act_bytes_peak per rule, with the
+    """Left: held-out (validation, else test) accuracy per epoch for each rule, the mean over
+    seeds with the min-max band when a rule ran on several. Right: act_bytes_peak per rule, with the
     ratio to BP written on each bar. Written atomically as PNG (or any matplotlib format)."""
     import io
 
@@ -19,19 +20,44 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from locallearn.report.table import group_by_rule, mean_std
+
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for s in summaries:
-        epochs = range(1, len(s["test_acc_curve"]) + 1)
-        label = f"{s['rule']} (K={s['blocks']}): {s['test_acc']:.3f}"
-        curves.plot(epochs, s["test_acc_curve"], label=label)
+    groups = group_by_rule(summaries)
+    ylabel = "test accuracy"
+    for i, group in enumerate(groups):
+        curve_key = held_out_curve(group[0])
+        ylabel = "validation accuracy" if curve_key == "val_acc_curve" else ylabel
+        per_seed = [s.get(curve_key) or [] for s in group]
+        length = max(len(c) for c in per_seed)
+        epochs, means, lows, highs = [], [], [], []
+        for e in range(length):
+            values = [c[e] for c in per_seed if e < len(c) and c[e] is not None]
+            if not values:  # --eval-every: epochs without an evaluation
+                continue
+            epochs.append(e + 1)
+            means.append(sum(values) / len(values))
+            lows.append(min(values))
+            highs.append(max(values))
+        test, std, n = mean_std([s["test_acc"] for s in group])
+        label = f"{group[0]['rule']} (K={group[0]['blocks']}): test {test:.3f}"
+        label += f" ± {std:.3f} (n={n})" if std is not None else ""
+        curves.plot(
+            epochs, means, label=label, color=f"C{i}", marker="." if len(epochs) < 3 else None
+        )
+        if len(group) > 1:  # the spread over seeds: min to max per epoch
+            curves.fill_between(epochs, lows, highs, color=f"C{i}", alpha=0.2)
     first = summaries[0]
+    seeds = sorted({s["seed"] for s in summaries})
     curves.set(
         xlabel="epoch",
-        ylabel="test accuracy",
-        title=f"{first['model']} on {first['data']}, seed {first['seed']}",
+        ylabel=ylabel + (" (mean, band: min-max over seeds)" if len(seeds) > 1 else ""),
+        title=f"{first['model']} on {first['data']}, seed{'s' if len(seeds) > 1 else ''} "
+        + ",".join(map(str, seeds)),
     )
     curves.grid(alpha=0.3)
     curves.legend(fontsize=8)
+    summaries = [g[0] for g in groups]
 
     names = [s["rule"] for s in summaries]
     kib = [s["act_bytes_peak"] / 1024 for s in summaries]
@@ -52,3 +78,12 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
     fig.savefig(buffer, format=suffix, dpi=120)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def held_out_curve(summary: dict[str, Any]) -> str:
+    """The summary key of the per-epoch held-out accuracies: validation, or (runs from
+    before --val-split, and --val-split 0) test."""
+    curve = summary.get("val_acc_curve")
+    if curve and any(v is not None for v in curve):
+        return "val_acc_curve"
+    return "test_acc_curve"

@@ -29,6 +29,7 @@ from torch import nn
 from locallearn.errors import UsageError
 from locallearn.models.base import output_shape
 from locallearn.models.layers import Replicable
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, HeadLoss, Rule, Stage, TaskLoss
 from locallearn.rules.cutting import resolve_cuts, slice_blocks
 
@@ -210,6 +211,10 @@ def feature_units(network: nn.Sequential) -> int:
     "later layers, pyramidal depth",
     options=("blocks", "cuts", "aux_depth", "pyramid"),
     paper="Ma, Wu, Si & Tan, ICLR 2024",
+    recipe=Recipe(
+        source="shared with BP, as in the paper (local and end-to-end networks trained with one "
+        "recipe): the global default"
+    ),
     families=("conv",),
 )
 def build_auglocal(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from locallearn.errors import UsageError
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Rule, Stage, TaskLoss
 
 
@@ -19,6 +20,7 @@ class Backprop(Rule):
     description="end-to-end backpropagation (one block; the reference)",
     options=(),
     paper="Rumelhart, Hinton & Williams (1986)",
+    recipe=Recipe(source="the global default (the reference every other rule is compared to)"),
 )
 def build_bp(
     network: nn.Sequential, *, input_shape: tuple[int, ...], classes: int, blocks: int = 1

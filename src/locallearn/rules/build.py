@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
+from locallearn.errors import UsageError
 from locallearn.models.base import MODELS
 from locallearn.rules.base import RULES, Rule
 
@@ -28,9 +30,31 @@ def build_rule(
     """
     entry = RULES.get(name)
     given = entry.given(options, "rule")
+    if given.get("cuts") is not None and given.get("blocks") is None:
+        given["blocks"] = len(given["cuts"]) + 1  # --cuts 2,4 alone means K = 3
     if entry.meta.get("input_stats") and input_stats is not None:
         given["input_stats"] = input_stats
-    return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
+    try:
+        return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
+    except UsageError as err:
+        if str(err).startswith("--blocks "):  # maybe a K the user never gave: say so
+            check_default_blocks(entry.name, given, len(network))
+        raise
+
+
+def check_default_blocks(name: str, options: dict[str, Any], units: int) -> None:
+    """A rule's default K larger than the network (of ``units`` units): say so, rather than
+    blame a --blocks the user never gave. ``options`` are the rule's given options."""
+    if options.get("blocks") is not None or options.get("cuts") is not None:
+        return
+    entry = RULES.get(name)
+    param = inspect.signature(entry.build).parameters.get("blocks")
+    default = param.default if param is not None else None
+    if isinstance(default, int) and default > units:
+        raise UsageError(
+            f"rule {entry.name} cuts {default} blocks by default, but this network has only "
+            f"{units} units; give --blocks K with K between 1 and {units}, or a deeper model"
+        )
 
 
 def rule_applies(rule: str, model: str) -> bool:
@@ -50,12 +74,16 @@ def rule_applies(rule: str, model: str) -> bool:
 
 
 def rule_infos() -> list[dict[str, str]]:
+    from locallearn.recipe import Recipe
+
     return [
         {
             "name": e.name + (f" ({', '.join(e.aliases)})" if e.aliases else ""),
             "options": e.flags,
             "description": e.description,
             "paper": e.meta.get("paper", ""),
+            "recipe": (e.meta.get("recipe") or Recipe()).text(),
+            "recipe_source": (e.meta.get("recipe") or Recipe()).source or "-",
         }
         for e in RULES.entries()
     ]

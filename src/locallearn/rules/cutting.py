@@ -79,6 +79,13 @@ def resolve_cuts(
 ) -> list[int]:
     """The cut points for ``blocks`` blocks: ``cuts`` if given (validated), else balanced."""
     units = len(network)
+    if cuts is not None and any(c < 1 or c >= units for c in cuts):
+        # Checked before K: with explicit cuts K follows from them, so blame the cuts.
+        raise UsageError(
+            f"--cuts {','.join(map(str, cuts))} must be strictly increasing unit indices in "
+            f"1..{units - 1} (this network has {units} units; a cut at i starts a block at "
+            "unit i)"
+        )
     if blocks < 1 or blocks > units:
         raise UsageError(
             f"--blocks {blocks} is out of range: this network has {units} units, so K must be "

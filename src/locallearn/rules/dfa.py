@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Rule, Signal, Stage
 from locallearn.rules.ff import dense_layers
 
@@ -134,6 +135,13 @@ class DirectFeedbackAlignment(Rule):
     description="direct feedback alignment: output error to each layer via fixed random B_k",
     options=(),
     paper="Nokland, NeurIPS 2016",
+    recipe=Recipe(
+        optimizer="adam",
+        lr=3e-4,
+        batch_size=100,
+        source="Adam lr 3e-4, batch 100, chosen on validation (BENCHMARKS.md, recipes): the "
+        "global lr 1e-2 overshoots through the fixed feedback matrices",
+    ),
     families=("dense",),
     layerwise=True,
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES
 from locallearn.rules.projection import LayerwiseRule, build_layerwise
 
@@ -57,6 +58,14 @@ class DRTP(LayerwiseRule):
     options=(),
     layerwise=True,
     paper="Frenkel, Lefebvre & Bol, Frontiers in Neuroscience 2021",
+    recipe=Recipe(
+        optimizer="adam",
+        lr=3e-3,
+        batch_size=100,
+        model={"activation": "tanh"},
+        source="Frenkel et al. 2021 sec. 3: tanh hidden units, batch 100 (their NAG lr 1e-4 "
+        "runs 100+ epochs); Adam lr 3e-3 chosen on validation (BENCHMARKS.md, recipes)",
+    ),
     families=("dense", "conv"),
 )
 def build_drtp(network: nn.Sequential, *, input_shape: tuple[int, ...], classes: int) -> DRTP:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from locallearn.errors import UsageError
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Rule, Stage, TaskLoss
 
 
@@ -133,6 +134,13 @@ class FeedbackAlignment(Rule):
     description="feedback alignment: backward pass through fixed random matrices (one block)",
     options=(),
     paper="Lillicrap et al., Nature Communications 2016",
+    recipe=Recipe(
+        optimizer="adam",
+        lr=3e-4,
+        batch_size=100,
+        source="Adam lr 3e-4, batch 100, chosen on validation (BENCHMARKS.md, recipes): the "
+        "global lr 1e-2 overshoots through the fixed feedback matrices",
+    ),
     families=("dense", "conv"),
 )
 def build_fa(

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from locallearn.errors import UsageError, unknown_choice
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Rule, Signal, Stage
 
 READOUTS = ("sweep", "linear")
@@ -332,6 +333,17 @@ class ForwardForward(Rule):
     description="Forward-Forward: per-layer goodness of positive vs wrong-label data",
     options=("ff_readout", "ff_schedule", "ff_peer_norm"),
     paper="Hinton, 'The Forward-Forward Algorithm' (2022)",
+    recipe=Recipe(
+        optimizer="sgd",
+        lr=1e-3,
+        momentum=0.9,
+        weight_decay=3e-4,
+        lr_schedule="cooldown",
+        batch_size=100,
+        source="the public reimplementation loeweX/Forward-Forward (MNIST 3x1000, 1.45% "
+        "error): SGD lr 1e-3, momentum 0.9, weight decay 3e-4, batch 100, lr cooled down "
+        "over the second half",
+    ),
     families=("dense",),
     layerwise=True,
 )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from locallearn.models.base import output_shape
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, HeadLoss, Rule, Stage, TaskLoss
 from locallearn.rules.cutting import resolve_cuts, slice_blocks
 from locallearn.rules.heads import make_head
@@ -31,6 +32,10 @@ class Greedy(Rule):
     description="greedy local learning (DGL): auxiliary classifier head per block",
     options=("blocks", "head", "cuts"),
     paper="Belilovsky et al., ICML 2019 / 2020",
+    recipe=Recipe(
+        source="shared with BP, as in the paper (local and end-to-end networks trained with one "
+        "recipe): the global default"
+    ),
 )
 def build_greedy(
     network: nn.Sequential,

@@ -29,6 +29,7 @@ from torch import nn
 
 from locallearn.errors import UsageError, unknown_choice
 from locallearn.models.base import output_shape
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Rule, Signal, Stage, TaskLoss
 from locallearn.rules.cutting import resolve_cuts, slice_blocks
 
@@ -305,6 +306,10 @@ def check_task_loss(task_loss: str) -> str:
     "classification head; lambdas interpolated across blocks",
     options=("blocks", "cuts", "recon_weight", "task_weight", "task_loss"),
     paper="Wang et al., ICLR 2021",
+    recipe=Recipe(
+        source="shared with BP, as in the paper (local and end-to-end networks trained with one "
+        "recipe): the global default"
+    ),
     families=("conv",),
     ranks=(3,),
     input_stats=True,

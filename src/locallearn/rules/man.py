@@ -35,6 +35,7 @@ from torch import nn
 
 from locallearn.errors import UsageError, unknown_choice
 from locallearn.models.base import output_shape
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss
 from locallearn.rules.cutting import resolve_cuts, slice_blocks
 from locallearn.rules.heads import make_head
@@ -152,6 +153,10 @@ class MomentumAuxiliary(Rule):
         "task_loss",
     ),
     paper="Su et al., ECCV 2024",
+    recipe=Recipe(
+        source="shared with BP, as in the paper (local and end-to-end networks trained with one "
+        "recipe): the global default"
+    ),
     # What the paper evaluates (2-D image CNNs): drives `compare` and the test matrix only;
     # `train --rule man` also runs on other models (tests/test_man.py trains an MLP).
     families=("conv",),

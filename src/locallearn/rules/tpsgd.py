@@ -14,6 +14,7 @@ from torch import nn
 
 from locallearn.errors import unknown_choice
 from locallearn.models.recurrent import Recurrent
+from locallearn.recipe import Recipe
 from locallearn.rules.base import RULES, Stage
 from locallearn.rules.projection import LOCAL_LOSSES, LayerwiseRule, build_layerwise
 
@@ -85,6 +86,14 @@ class TpSGD(LayerwiseRule):
     options=("local_loss",),
     layerwise=True,
     paper="Lomnitz et al., arXiv 2208.08503 (2022)",
+    recipe=Recipe(
+        optimizer="adam",
+        lr=3e-4,
+        batch_size=100,
+        model={"activation": "tanh"},
+        source="Lomnitz et al. 2022: bounded (tanh) units reaching the zero-mean targets; "
+        "Adam lr 3e-4 chosen on validation (BENCHMARKS.md, recipes)",
+    ),
     families=("dense", "conv", "recurrent"),
 )
 def build_tpsgd(

@@ -1,0 +1,144 @@
+"""What a run evaluates, when, and what it costs.
+
+Per epoch: the validation split (``--val-split``; every ``--eval-every`` epochs and always the
+last). At the end: the test set, once, and the training accuracy on a fixed subset of the
+training set. With ``--keep-best`` the weights of the best validation epoch are kept (in
+memory and in the checkpoint) and the test set is evaluated for them too. With validation
+off (``--val-split 0``) the epoch records carry ``test_acc`` as older runs did, and the last
+epoch's figure is the summary's (never a second pass over the test set).
+
+Evaluation runs at ``EVAL_BATCH`` samples per batch: on CPU a conv net's forward pass costs
+more per sample in large batches (measured, resnet20 on MNIST, one thread: 3.1-3.9 ms per
+sample at batch 50-100, 4.1-4.8 at 250, 8.1 at 1,000; BENCHMARKS.md, "evaluation cost").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from locallearn.config import RunConfig
+from locallearn.engine.loop import evaluate
+from locallearn.errors import UsageError
+
+if TYPE_CHECKING:  # engine.run imports this module
+    from locallearn.engine.run import Run
+
+EVAL_BATCH = 100
+TRAIN_ACC_SAMPLES = 1_000  # the fixed training subset the summary's train_acc is measured on
+
+
+def resolve_run_config(cfg: RunConfig, *, custom_model: bool = False) -> RunConfig:
+    """Fill the unset training settings from the rule's recipe, then the global default."""
+    from locallearn.models import MODELS
+    from locallearn.recipe import resolve
+    from locallearn.rules import RULES
+
+    takes = () if custom_model else MODELS.get(cfg.model).options
+    return resolve(cfg, RULES.get(cfg.rule).meta.get("recipe"), takes)
+
+
+def fixed_subset(n: int, size: int) -> torch.Tensor:
+    """``size`` indices spread evenly over ``range(n)`` (all of them when n <= size)."""
+    if n <= size:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, size).round().long()
+
+
+class Evaluator:
+    """The evaluations of one Run; their time goes into ``run.state.eval_seconds``."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        data = run.data
+        self.val: tuple[torch.Tensor, torch.Tensor] | None = None
+        if data.x_val is not None and data.y_val is not None:
+            self.val = run._to_device(data.x_val, data.y_val)
+        if run.cfg.keep_best and self.val is None:
+            raise UsageError("--keep-best needs a validation split: give --val-split F (F > 0)")
+        index = fixed_subset(run._x_train.shape[0], TRAIN_ACC_SAMPLES).to(run._x_train.device)
+        self.train_subset = (run._x_train[index], run._y_train[index])
+        # --keep-best: {"epoch", "val_acc", "network", "rule"} of the best validation epoch.
+        self.best: dict[str, Any] | None = None
+        self._test_cache: tuple[int, float] | None = None  # (epoch, test acc) of a pass made
+
+    def _timed(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        start = time.perf_counter()
+        acc = evaluate(self.run.rule, x, y, batch_size=EVAL_BATCH)
+        self.run.state.eval_seconds += time.perf_counter() - start
+        return acc
+
+    def after_epoch(self, epoch: int) -> dict[str, Any]:
+        """The held-out figure of the epoch just trained, for its metrics record."""
+        cfg, state = self.run.cfg, self.run.state
+        last = epoch + 1 == cfg.epochs
+        if not last and (epoch + 1) % cfg.eval_every:
+            return {}
+        if self.val is None:
+            acc = self._timed(self.run._x_test, self.run._y_test)
+            self._test_cache = (epoch + 1, acc)
+            return {"test_acc": acc}
+        acc = self._timed(*self.val)
+        if cfg.keep_best and (state.best_val_acc is None or acc > state.best_val_acc):
+            state.best_val_acc, state.best_epoch = acc, epoch + 1
+            self.best = {
+                "epoch": epoch + 1,
+                "val_acc": acc,
+                "network": _cpu_copy(self.run.rule.network.state_dict()),
+                "rule": _cpu_copy(self.run.rule.state_dict()),
+            }
+        return {"val_acc": acc}
+
+    def test_acc(self) -> float:
+        epoch = self.run.state.epoch
+        if self._test_cache is None or self._test_cache[0] != epoch:
+            self._test_cache = (epoch, self._timed(self.run._x_test, self.run._y_test))
+        return self._test_cache[1]
+
+    def final(self) -> dict[str, Any]:
+        """The summary's accuracies: test (one pass), val, train (fixed subset), best."""
+        run = self.run
+        out: dict[str, Any] = {"test_acc": self.test_acc()}
+        vals = [r["val_acc"] for r in run.state.history if r.get("val_acc") is not None]
+        out["val_acc"] = vals[-1] if vals else None
+        if not hasattr(self, "_train_acc") or self._train_acc[0] != run.state.epoch:
+            self._train_acc = (run.state.epoch, self._timed(*self.train_subset))
+        out["train_acc"] = self._train_acc[1]
+        out["train_acc_samples"] = int(self.train_subset[1].shape[0])
+        if run.cfg.keep_best and self.best is not None:
+            out.update(
+                best_epoch=self.best["epoch"],
+                best_val_acc=self.best["val_acc"],
+                best_test_acc=self._best_test_acc(),
+            )
+        return out
+
+    def _best_test_acc(self) -> float:
+        """Test accuracy of the kept weights; the run's own weights are put back after."""
+        assert self.best is not None
+        rule = self.run.rule
+        if "test_acc" in self.best and self.best.get("at") == self.run.state.epoch:
+            return self.best["test_acc"]
+        current = (_cpu_copy(rule.network.state_dict()), _cpu_copy(rule.state_dict()))
+        rule.network.load_state_dict(self.best["network"])
+        rule.load_state_dict(self.best["rule"])
+        try:
+            acc = self._timed(self.run._x_test, self.run._y_test)
+        finally:
+            rule.network.load_state_dict(current[0])
+            rule.load_state_dict(current[1])
+        self.best["test_acc"], self.best["at"] = acc, self.run.state.epoch
+        return acc
+
+
+def _cpu_copy(state: Any) -> Any:
+    """A deep copy on the CPU of a (nested) state dict: kept weights never alias live ones."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return type(state)((k, _cpu_copy(v)) for k, v in state.items())
+    if isinstance(state, list | tuple):
+        return type(state)(_cpu_copy(v) for v in state)
+    return state
