@@ -835,7 +835,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prefix}: error: {_name_config_keys(str(err), args)}", file=sys.stderr)
         return EXIT_USAGE
     except Diverged as err:
-        print(f"{prefix}: {err}", file=sys.stderr)
+        if not rank:
+            print(f"{prefix}: {err}", file=sys.stderr)
         return EXIT_DIVERGED
     except PermissionError as err:  # a file or folder the user pointed us at
         print(f"{prefix}: error: cannot access {err.filename}: permission denied", file=sys.stderr)

@@ -141,6 +141,7 @@ def preflight(cfg: RunConfig, run_dir: Path, *, resume: bool) -> None:
     """Refuse here, in one process and with one message, what the workers would refuse:
     a rule that cannot run on workers, more workers than stages, a bad placement, too few
     GPUs, an occupied run directory."""
+    from locallearn.engine.lock import RunDirLock
     from locallearn.engine.run import Run, check_fresh_run_dir
     from locallearn.parallel.placement import check_rule, parse_placement
     from locallearn.parallel.worker import TRANSPORTS, Job, job_config
@@ -149,6 +150,10 @@ def preflight(cfg: RunConfig, run_dir: Path, *, resume: bool) -> None:
     job_config(cfg, Job(rank=0, world=workers, local_rank=0, local_world=workers))
     if not resume:
         check_fresh_run_dir(run_dir)
+    if run_dir.exists():  # another run writing there (worker 1 takes this lock itself)
+        lock = RunDirLock(run_dir)
+        lock.acquire()
+        lock.release()
     if cfg.transport == "shm" and cfg.device.startswith("cuda"):
         raise UsageError("--transport shm carries CPU tensors; use --transport dist with CUDA")
     assert (cfg.transport or "auto") in TRANSPORTS

@@ -111,6 +111,7 @@ def predict_pipeline(
     import torch
 
     from locallearn.config import validate
+    from locallearn.engine.evaluation import resolve_run_config
     from locallearn.engine.run import make_optimizer
     from locallearn.errors import UsageError
     from locallearn.measure.step import PIXEL_MEAN, PIXEL_STD, random_batch
@@ -118,7 +119,10 @@ def predict_pipeline(
     from locallearn.parallel.placement import check_rule, measure_stages, parse_placement
     from locallearn.rules import build_rule
 
+    cfg = resolve_run_config(cfg)  # the rule's recipe: batch size, optimizer
     validate(cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     if bandwidth is not None and not bandwidth > 0:
         raise UsageError(f"--bandwidth must be a positive number of bytes/s, got {bandwidth}")
     if latency is not None and latency < 0:

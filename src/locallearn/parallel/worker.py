@@ -30,21 +30,24 @@ import torch
 import torch.distributed as dist
 
 from locallearn.config import RunConfig, to_toml
+from locallearn.engine.checkpoint import identity
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from locallearn.engine.loop import batches, evaluate, train_stages
+from locallearn.engine.loop import batches, train_stages
 from locallearn.engine.run import (
     CHECKPOINT_VERSION,
     EpochCallback,
     Run,
     _fmt,
+    _held_out,
     _progress_bar,
     check_fresh_run_dir,
     epoch_generator,
     lr_factor,
     make_optimizer,
 )
-from locallearn.errors import UsageError
+from locallearn.errors import Diverged, UsageError
 from locallearn.measure import SavedTensorMeter
+from locallearn.measure.memory import RSSWindow
 from locallearn.parallel import transport
 from locallearn.parallel.placement import balance, check_rule, measure_stages, parse_placement
 from locallearn.rules import Rule
@@ -136,10 +139,12 @@ class PipelineRun:
         if not resume:
             check_fresh_run_dir(run_dir)
         self.run = Run(cfg, run_dir)
+        cfg = self.run.cfg  # with the rule's recipe and the thread count resolved
         self.cfg, self.rule, self.run_dir = cfg, self.run.rule, run_dir
         check_rule(cfg.rule, self.rule, job.world, cfg.rule_options())
         if cfg.placement is not None:
             parse_placement(cfg.placement, job.world, self.rule.blocks)
+        self._lock()
         if resume and (run_dir / "checkpoint.pt").exists():
             self.run.load_checkpoint()
         self.timeout = cfg.worker_timeout or DEFAULT_TIMEOUT
@@ -156,6 +161,20 @@ class PipelineRun:
         self.receiver, self.sender = self._open_links()
 
     # -- set-up ---------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Worker 1 is the run directory's writer: it holds the lock (engine/lock.py) for
+        the whole run, taken before any worker reads the checkpoint."""
+        refused: list[Any] = [None]
+        if self.job.rank == 0:
+            assert self.run.lock is not None
+            try:
+                self.run.lock.acquire()
+            except UsageError as err:
+                refused[0] = str(err)
+        dist.broadcast_object_list(refused, src=0)
+        if refused[0] is not None:
+            raise UsageError(refused[0])
+
     def _place(self) -> list[range]:
         cfg, rule, world = self.cfg, self.rule, self.job.world
         if cfg.placement is not None:
@@ -175,15 +194,16 @@ class PipelineRun:
         return balance(self.stage_seconds, world)
 
     def _keep_only_mine(self) -> None:
-        """Drop what other workers own: their signals and optimizers everywhere, their blocks
-        from worker 2 on (rank 0 keeps every block's weights to evaluate the network)."""
+        """Drop what other workers own: their optimizers everywhere, their blocks and
+        signals from worker 2 on. Worker 1 keeps a copy of every stage's weights and signal
+        state (refreshed each epoch), to evaluate the network and write the checkpoint."""
         meta = torch.device("meta")
         for i, stage in enumerate(self.rule.stages):
             if i in self.mine:
                 continue
             self.run.optimizers[i] = None  # type: ignore[call-overload]
-            stage.signal.to(meta)
             if self.job.rank != 0:
+                stage.signal.to(meta)
                 stage.block.to(meta)
 
     def _transport_kind(self) -> str:
@@ -238,6 +258,8 @@ class PipelineRun:
         for end in (self.receiver, self.sender):
             if end is not None:
                 end.close()
+        if self.run.lock is not None:
+            self.run.lock.release()
         if clean and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -267,6 +289,8 @@ class PipelineRun:
         """Train the remaining epochs; rank 0 returns the summary, the others None."""
         run, cfg, rule, job = self.run, self.cfg, self.rule, self.job
         lead = job.rank == 0
+        run._rss = RSSWindow()
+        self.diverged: tuple[str, int, int, float] | None = None
         if lead and run.state.epoch == 0:
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
         if lead:
@@ -369,14 +393,16 @@ class PipelineRun:
             dist.gather_object(report, reports if lead else None, dst=0)
             if lead:
                 record = self._end_epoch(epoch, reports)
-                if bar:
-                    bar.set_postfix(
-                        epoch=epoch + 1,
-                        loss=_fmt(record["train_loss"]),
-                        test=f"{record['test_acc']:.3f}",
-                    )
-                if self.on_epoch is not None:
+                if record and bar:
+                    loss = _fmt(record["train_loss"])
+                    bar.set_postfix(epoch=epoch + 1, loss=loss, **_held_out(record))
+                if record and self.on_epoch is not None:
                     self.on_epoch(record, cfg)
+            verdict: list[Any] = [self.diverged if lead else None]
+            dist.broadcast_object_list(verdict, src=0)  # every worker stops on a divergence
+            if verdict[0] is not None:
+                message, at, block, lr = verdict[0]
+                raise Diverged(message, epoch=at, block=block, lr=lr)
         if bar:
             bar.close()
         dist.barrier()
@@ -399,7 +425,7 @@ class PipelineRun:
         for key in missing:  # not in any block (none today): rank 0's copy is current
             network[key] = rule.network.state_dict()[key]
         rule.network.load_state_dict(network)
-        test_acc = evaluate(rule, run._x_test, run._y_test)
+        rule.signal_modules().load_state_dict(signals)
         losses: list[float | None] = []
         for report in reports:
             for total, count in zip(report["totals"], report["counts"]):
@@ -419,11 +445,17 @@ class PipelineRun:
         ]
         peak = max(r["peak"] for r in reports)
         segments = [s for r in reports for s in r["segments"]]
+        self.diverged = None
+        try:
+            run._check_divergence(epoch, losses)
+        except Diverged as err:
+            self.diverged = (str(err), err.epoch, err.block, err.lr)
+            return {}
         record = {
             "epoch": epoch + 1,
             "train_loss": losses[-1],
             "block_losses": losses,
-            "test_acc": test_acc,
+            **run.evaluator.after_epoch(epoch),
             "epoch_seconds": seconds,
             "act_bytes_peak": peak,
             "pipeline_efficiency": sum(r["busy_seconds"] for r in reports)
@@ -439,21 +471,22 @@ class PipelineRun:
         state.block_act_bytes = [max(a, b) for a, b in zip(previous, segments)]
         state.train_seconds += seconds
         state.samples += reports[0]["samples"]
-        rule_state = {"signals": signals}
         rng = {"torch": torch.get_rng_state()}
         if run.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(run.device)
-        atomic_torch_save(
-            self.run_dir / "checkpoint.pt",
-            {
-                "version": CHECKPOINT_VERSION,
-                "network": {k: v.cpu() for k, v in rule.network.state_dict().items()},
-                "rule": rule_state,
-                "optimizers": [optimizers[i] for i in range(rule.blocks)],
-                "rng": rng,
-                "state": asdict(state),
-            },
-        )
+        # The ordinary checkpoint (engine/run.py): resume and probe read it as any other.
+        ckpt = {
+            "version": CHECKPOINT_VERSION,
+            "identity": identity(self.cfg),
+            "network": {k: v.cpu() for k, v in rule.network.state_dict().items()},
+            "rule": rule.state_dict(),
+            "optimizers": [optimizers[i] for i in range(rule.blocks)],
+            "rng": rng,
+            "state": asdict(state),
+        }
+        if run.evaluator.best is not None:
+            ckpt["best"] = run.evaluator.best
+        atomic_torch_save(self.run_dir / "checkpoint.pt", ckpt)
         run._write_metrics()
         return record
 
