@@ -268,13 +268,9 @@ def test_workers_end_with_the_weights_of_one_process(args, workers, tmp_path):
     stats = summary["worker_stats"]
     assert all(s["busy_seconds"] > 0 for s in stats) and stats[0]["bytes_sent"] > 0
     assert 0 < summary["pipeline_efficiency"] <= 1
-    assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt",
-        "config.toml",
-        "metrics.jsonl",
-        "summary.json",
-        "workers.json",
-    ]
+    # The run directory of any run, plus the list of workers.
+    names = {p.name for p in out.iterdir()}
+    assert names == {p.name for p in (tmp_path / "one").iterdir()} | {"workers.json"}
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and len(records[0]["workers"]) == workers
     assert "workers = " in (out / "config.toml").read_text()
