@@ -33,3 +33,12 @@ def digits_small() -> Dataset:
 def data_for_rank(rank: int, mnist1d: Dataset, digits: Dataset) -> Dataset:
     """A small dataset whose inputs have ``rank`` dims: (1, 40) sequences or (1, 8, 8) images."""
     return mnist1d if rank == 2 else digits
+
+
+@pytest.fixture(scope="session")
+def result_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    """A folder of tiny runs in every state (see results_fixtures.make_runs)."""
+    from results_fixtures import make_runs
+
+    root = tmp_path_factory.mktemp("result-runs")
+    return root, make_runs(root)

@@ -230,4 +230,4 @@ def test_issue_command_runs_on_cifar10_files(tmp_path, capsys):
     assert main(argv) == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["blocks"] == 16 and summary["data"] == "cifar10"
-    assert summary["train_size"] == 20 and summary["act_bytes_peak"] > 0
+    assert summary["train_size"] + summary["val_size"] == 20 and summary["act_bytes_peak"] > 0

@@ -88,6 +88,7 @@ def test_train_writes_the_run_directory(capsys, tmp_path):
     assert {p.name for p in out_dir.iterdir()} == {
         ".lock",  # the run-directory lock (its pid stays; the flock is released)
         "config.toml",
+        "command.json",
         "metrics.jsonl",
         "summary.json",
         "checkpoint.pt",

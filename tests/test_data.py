@@ -34,7 +34,9 @@ OFFLINE = {
 }
 GENERATED = {"dsd", "shortcut"}  # synthetic tasks (tests/test_dsd.py, tests/test_shortcut.py)
 FILES = {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "stl10"}
-ALL = {*OFFLINE, *GENERATED, *FILES}
+# scikit-learn's tabular sets (tests/test_regression.py checks their splits)
+TABULAR = {"iris", "wine", "breast-cancer", "diabetes", "friedman1"}
+ALL = {*OFFLINE, *GENERATED, *FILES, *TABULAR}
 IDX_NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -68,7 +70,16 @@ def test_registry_holds_every_family() -> None:
     assert [info["name"] for info in infos] == sorted(ALL)
     for info in infos:
         assert set(info) == {"name", "shape", "classes", "source", "description"}
-        expected = {"cifar100": 100, "dsd": 2, "shortcut": 2}.get(info["name"], 10)
+        expected = {
+            "cifar100": 100,
+            "dsd": 2,
+            "shortcut": 2,
+            "iris": 3,
+            "wine": 3,
+            "breast-cancer": 2,
+            "diabetes": 1,  # regression: one output
+            "friedman1": 1,
+        }.get(info["name"], 10)
         assert info["classes"] == expected
         assert isinstance(info["shape"], tuple) and info["source"] and info["description"]
 

@@ -77,8 +77,9 @@ def test_augmentation_is_applied_to_training_batches_only(mnist1d_small):
         return x.flip(-1)
 
     data = locallearn.data.Dataset(**{**mnist1d_small.__dict__, "augment": flip})
-    locallearn.train("bp", "mlp", data, epochs=1, augment=True, batch_size=100)
-    assert sum(calls) == data.x_train.shape[0]
+    s = locallearn.train("bp", "mlp", data, epochs=1, augment=True, batch_size=100)
+    # Every training sample once; none of the held-out validation or test samples.
+    assert sum(calls) == s["train_size"] == data.x_train.shape[0] - s["val_size"]
 
 
 def test_as_sequence_turns_signals_and_images_into_steps(mnist1d_small, digits_small):

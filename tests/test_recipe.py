@@ -237,3 +237,18 @@ def test_conv_models_take_tanh(model):
     assert tanh(torch.randn(2, *shape)).shape == (2, 10)
     with pytest.raises(locallearn.errors.UsageError, match="relu, tanh"):
         build_model(model, shape, 10, width=4, activation="gelu")
+
+
+def test_a_run_directory_from_before_recipes_resumes_as_it_trained(tmp_path):
+    from locallearn.engine.run import load_run_config
+
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    old = 'rule = "drtp"\nmodel = "mlp"\ndata = "mnist1d"\nepochs = 1\nbatch_size = 100\n'
+    old += 'lr = 0.01\noptimizer = "adam"\nmomentum = 0.9\nweight_decay = 0.0\n'
+    (run_dir / "config.toml").write_text(old + 'lr_schedule = "constant"\nseed = 0\n')
+    cfg = load_run_config(run_dir / "config.toml")
+    assert cfg.val_split == 0.0 and cfg.threads is not None
+    from locallearn.engine.evaluation import resolve_run_config
+
+    assert resolve_run_config(cfg).activation is None  # not switched to DRTP's tanh

@@ -12,5 +12,6 @@ if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from locallearn.api import compare, train  # noqa: E402
+from locallearn.engine.export import load_network  # noqa: E402
 
-__all__ = ["__version__", "compare", "train"]
+__all__ = ["__version__", "compare", "load_network", "train"]

@@ -41,15 +41,21 @@ def _as_dataset(data: DataArg) -> Dataset | None:
         raise UsageError(
             "data must be a dataset name, a Dataset, or (x_train, y_train, x_test, y_test)"
         )
-    y_train, y_test = torch.as_tensor(y_train).long(), torch.as_tensor(y_test).long()
+    y_train, y_test = torch.as_tensor(y_train), torch.as_tensor(y_test)
+    if y_train.is_floating_point():  # float targets: a regression dataset, one output
+        y_train, y_test, task, classes = y_train.float(), y_test.float(), "regression", 1
+    else:
+        y_train, y_test, task = y_train.long(), y_test.long(), "classification"
+        classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(
         name="custom",
         x_train=torch.as_tensor(x_train).float(),
         y_train=y_train,
         x_test=torch.as_tensor(x_test).float(),
         y_test=y_test,
-        classes=int(max(y_train.max(), y_test.max())) + 1,
+        classes=classes,
         source="tensors passed to the Python API",
+        task=task,
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from locallearn import cli_results
 from locallearn.config import (
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -28,6 +29,7 @@ from locallearn.config import (
     validate,
 )
 from locallearn.engine.outputs import check_out_dir, check_out_file, check_plot_file
+from locallearn.engine.provenance import set_command
 from locallearn.engine.run import EpochCallback
 from locallearn.errors import Diverged, UsageError
 
@@ -188,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(sub.add_parser("compare", help="train several rules and compare"), compare=True)
     resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
     resume.add_argument("run_dir")
+    resume.add_argument(
+        "--epochs", type=int, default=None, help="extend the run to N epochs in total"
+    )
     resume.add_argument("--json", default=None, help="write the summary here")
     resume.add_argument("--quiet", action="store_true", help="no progress output")
     _port_option(resume)
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _sweep_options(sub.add_parser("sweep", help="studies: `sweep dsd` (DSD sample complexity)"))
     _probe_options(sub.add_parser("probe", help="what a finished run learned (probes, collapse)"))
+    cli_results.add_parsers(sub)
     return parser
 
 
@@ -254,7 +260,7 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     _field_options(
         {"rule": rule, "model": model, "run": run},
-        skip=("augment", "as_sequence", *PARALLEL_FIELDS),
+        skip=("augment", "as_sequence", "log", *PARALLEL_FIELDS),
     )
     timing = parser.add_argument_group("measurement")
     timing.add_argument(
@@ -390,6 +396,13 @@ def _loss_text(loss: float | None) -> str:
     return "-" if loss is None else f"{loss:.4f}"  # None: the last block rested all epoch
 
 
+def _score_text(record: dict[str, Any]) -> str:
+    """Test accuracy, or for a regression run (test_acc None) test R^2 and RMSE."""
+    if record.get("test_acc") is None and record.get("test_r2") is not None:
+        return f"test R2 {record['test_r2']:.4f}  RMSE {record['test_rmse']:.4g}"
+    return f"test acc {record['test_acc']:.4f}"
+
+
 def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
     """(show a progress bar?, per-epoch callback for logs).
 
@@ -410,10 +423,12 @@ def _reporter(quiet: bool) -> tuple[bool, EpochCallback | None]:
                 (
                     f"  {k.split('_')[0]} acc {record[k]:.4f}"
                     for k in ("val_acc", "test_acc")
-                    if k in record
+                    if record.get(k) is not None
                 ),
                 "",
             )
+            if record.get("test_acc") is None and record.get("test_r2") is not None:
+                held_out = f"  {_score_text(record)}"  # a regression run
             print(
                 f"[{cfg.rule}] epoch {record['epoch']}/{cfg.epochs}  "
                 f"loss {_loss_text(record['train_loss'])}{held_out}",
@@ -432,7 +447,7 @@ def _finished(summary: dict[str, Any], quiet: bool) -> None:
 
     val = summary.get("val_acc")
     print(
-        f"[{summary['rule']}] seed {summary['seed']}  test acc {summary['test_acc']:.4f}  "
+        f"[{summary['rule']}] seed {summary['seed']}  {_score_text(summary)}  "
         + (f"val acc {val:.4f}  " if val is not None else "")
         + f"[{settings_text(summary)}]  "
         f"act memory {format_bytes(summary['act_bytes_peak'])}  "
@@ -516,6 +531,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = Run(cfg, out, progress=progress, on_epoch=on_epoch)
     summary = run.fit()
     _write_json(args.json, summary)
+    if summary.get("staged_test_score"):  # GBNN: the score after each round
+        from locallearn.report.plot import plot_staged
+
+        plot_staged(summary, out / "staged.png")
     _finished(summary, args.quiet)
     print(summary_table([summary]), file=_table_stream(args))
     return 0
@@ -597,7 +616,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if code is not None:
             return code
     progress, on_epoch = _reporter(args.quiet)
-    summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch)
+    summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch, epochs=args.epochs)
     _write_json(args.json, summary)
     _finished(summary, args.quiet)
     print(summary_table([summary]), file=_table_stream(args))
@@ -761,6 +780,7 @@ COMMANDS = {
     "measure": cmd_measure,
     "sweep": cmd_sweep,
     "probe": cmd_probe,
+    **cli_results.COMMANDS,
 }
 
 
@@ -824,6 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     rank = _worker_rank()
     prefix = f"locallearn {args.command}"
+    set_command(["locallearn", *(sys.argv[1:] if argv is None else argv)])
     try:
         with warnings.catch_warnings():
             # once per invocation (also when main runs many times in one process)
@@ -855,6 +876,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not rank and not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher says it
             print(_interrupted(args), file=sys.stderr)
         return 130
+    finally:
+        set_command(None)  # a later run started from Python in this process is not ours
 
 
 if __name__ == "__main__":

@@ -87,6 +87,20 @@ class RunConfig:
     ff_readout: str | None = _opt("rule", "Forward-Forward prediction: sweep|linear")
     ff_schedule: str | None = _opt("rule", "Forward-Forward layers: simultaneous|greedy")
     ff_peer_norm: float | None = _opt("rule", "Forward-Forward: peer normalisation weight")
+    # rules: gbnn (Emami & Martinez-Munoz 2023)
+    gb_rounds: int | None = _opt("rule", "GBNN: boosting rounds T (default 200)")
+    gb_units: int | None = _opt("rule", "GBNN: hidden units J added per round (default 1)")
+    gb_subsample: float | None = _opt(
+        "rule", "GBNN: fraction of training rows per round, without replacement (default 0.5)"
+    )
+    gb_eta: float | None = _opt("rule", "GBNN: shrinkage eta of each round's step (default 1)")
+    gb_steps: int | None = _opt("rule", "GBNN: optimizer steps per round (default 50)")
+    gb_activation: str | None = _opt(
+        "rule", "GBNN: hidden activation, logistic|tanh|relu|identity (default logistic)"
+    )
+    gb_refit: bool | None = _opt(
+        "rule", "GBNN: refit each round's output layer by least squares at its end (default on)"
+    )
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")
@@ -112,6 +126,9 @@ class RunConfig:
     amp: bool = _opt("run", "CUDA: mixed precision (bfloat16 autocast)", False)
     channels_last: bool = _opt("run", "CUDA: channels_last memory format for 2-D convs", False)
     threads: int | None = _opt("run", "intra-op CPU threads per process (default: torch's)")
+    log: str | None = _opt(
+        "run", "also log each epoch as csv|tensorboard (comma-separated), beside metrics.jsonl"
+    )
     val_split: float = _opt(
         "run",
         "fraction of the training set held out for validation (stratified, fixed per data "

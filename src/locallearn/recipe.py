@@ -45,7 +45,7 @@ class Recipe:
         """One line: ``adam lr 0.001 batch 100 activation tanh``; 'global default' if empty."""
         s = self.settings()
         if not s:
-            return "global default"
+            return f"global default ({GLOBAL.optimizer} lr {GLOBAL.lr:g} batch {GLOBAL.batch_size})"
         parts = []
         for key, value in s.items():
             name = {"optimizer": "", "lr_schedule": "schedule", "batch_size": "batch"}.get(

@@ -20,6 +20,7 @@ from locallearn.data import (  # noqa: F401  (registers entries)
     shortcut,
     stl10,
     svhn,
+    tabular,
 )
 from locallearn.data.base import DATASETS, Dataset
 from locallearn.data.files import resolve_data_dir

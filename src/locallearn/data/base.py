@@ -12,9 +12,11 @@ from locallearn.registry import Registry
 
 @dataclass
 class Dataset:
-    """A whole classification dataset as tensors, already normalised.
+    """A whole dataset as tensors, already normalised.
 
-    ``x_*`` are float32 of shape (N, *input_shape); ``y_*`` are int64 class indices.
+    ``x_*`` are float32 of shape (N, *input_shape); ``y_*`` are int64 class indices, or for
+    ``task == "regression"`` float32 targets of shape (N,) (and ``classes`` is 1: the number
+    of outputs).
     ``mean``/``std`` are the per-channel statistics that were subtracted/divided, so a rule
     that needs the raw input (a reconstruction loss) can undo them.
     """
@@ -31,6 +33,7 @@ class Dataset:
     # Training-time augmentation of a batch (already on the device), drawing its randomness
     # from the generator; None when the dataset defines none. Applied with --augment.
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    task: str = "classification"  # or "regression" (see TASKS)
     # The validation split (``--val-split``), held out of the training set; None: none.
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
@@ -40,6 +43,9 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
+TASKS = ("classification", "regression")
+
 # Builders take (data_dir: pathlib.Path | None, **dataset options) and return a Dataset;
-# entries carry meta: shape (tuple), classes (int), source (str).
+# entries carry meta: shape (tuple), classes (int), source (str), and task (str, default
+# classification).
 DATASETS: Registry[Dataset] = Registry("dataset")

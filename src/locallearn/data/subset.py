@@ -63,7 +63,11 @@ def limit_train(dataset: Dataset, n: int) -> Dataset:
         )
     if n == size:
         return dataset
-    keep = torch.from_numpy(stratified_indices(dataset.y_train.numpy(), operator.index(n)))
+    if dataset.task == "regression":  # no classes to stratify by: a fixed random subset
+        order = np.random.default_rng(SUBSET_SEED).permutation(size)
+        keep = torch.from_numpy(np.sort(order[: operator.index(n)]))
+    else:
+        keep = torch.from_numpy(stratified_indices(dataset.y_train.numpy(), operator.index(n)))
     return dataclasses.replace(
         dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep]
     )
@@ -81,7 +85,7 @@ def split_validation(dataset: Dataset, fraction: float, seed: int = 0) -> Datase
     """
     if fraction <= 0:
         return dataset
-    labels = dataset.y_train.numpy().astype(np.int64)
+    labels = dataset.y_train.numpy()
     n_val = int(round(fraction * len(labels)))
     if n_val < 1 or n_val >= len(labels):
         raise UsageError(
@@ -90,11 +94,15 @@ def split_validation(dataset: Dataset, fraction: float, seed: int = 0) -> Datase
             f"{1 - 1 / len(labels):.3g}, or 0 to turn validation off"
         )
     rng = np.random.default_rng([VAL_SEED, seed])
-    chosen = []
-    for label, count in enumerate(class_counts(labels, n_val)):
-        members = np.flatnonzero(labels == label)
-        chosen.append(members[rng.permutation(len(members))[: min(count, len(members) - 1)]])
-    val = np.sort(np.concatenate(chosen))
+    if dataset.task == "regression":  # no classes to stratify by: a fixed random subset
+        val = np.sort(rng.permutation(len(labels))[:n_val])
+    else:
+        labels = labels.astype(np.int64)
+        chosen = []
+        for label, count in enumerate(class_counts(labels, n_val)):
+            members = np.flatnonzero(labels == label)
+            chosen.append(members[rng.permutation(len(members))[: min(count, len(members) - 1)]])
+        val = np.sort(np.concatenate(chosen))
     mask = np.ones(len(labels), dtype=bool)
     mask[val] = False
     train, val_t = torch.from_numpy(np.flatnonzero(mask)), torch.from_numpy(val)

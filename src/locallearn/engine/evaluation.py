@@ -10,6 +10,10 @@ epoch's figure is the summary's (never a second pass over the test set).
 Evaluation runs at ``EVAL_BATCH`` samples per batch: on CPU a conv net's forward pass costs
 more per sample in large batches (measured, resnet20 on MNIST, one thread: 3.1-3.9 ms per
 sample at batch 50-100, 4.1-4.8 at 250, 8.1 at 1,000; BENCHMARKS.md, "evaluation cost").
+
+On a regression dataset every ``*_acc`` key is None (the summary keeps it: DESIGN.md requires
+``test_acc`` and ``train_acc``) and ``*_r2`` (the figure compared, kept best by
+``--keep-best``) and ``*_rmse`` stand beside it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from locallearn.config import RunConfig
-from locallearn.engine.loop import evaluate
+from locallearn.engine.loop import evaluate, evaluate_regression
 from locallearn.errors import UsageError
 
 if TYPE_CHECKING:  # engine.run imports this module
@@ -53,6 +57,8 @@ class Evaluator:
     def __init__(self, run: Run) -> None:
         self.run = run
         data = run.data
+        self.regression = data.task == "regression"
+        self._rmse: float | None = None
         self.val: tuple[torch.Tensor, torch.Tensor] | None = None
         if data.x_val is not None and data.y_val is not None:
             self.val = run._to_device(data.x_val, data.y_val)
@@ -62,13 +68,26 @@ class Evaluator:
         self.train_subset = (run._x_train[index], run._y_train[index])
         # --keep-best: {"epoch", "val_acc", "network", "rule"} of the best validation epoch.
         self.best: dict[str, Any] | None = None
-        self._test_cache: tuple[int, float] | None = None  # (epoch, test acc) of a pass made
+        # (epoch, test acc or R^2, RMSE or None) of a pass made
+        self._test_cache: tuple[int, float, float | None] | None = None
 
     def _timed(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy, or for a regression dataset R^2 (its RMSE is kept in ``_rmse``)."""
         start = time.perf_counter()
-        acc = evaluate(self.run.rule, x, y, batch_size=EVAL_BATCH)
+        if self.regression:
+            scores = evaluate_regression(self.run.rule, x, y, batch_size=EVAL_BATCH)
+            score, self._rmse = scores["r2"], scores["rmse"]
+        else:
+            score = evaluate(self.run.rule, x, y, batch_size=EVAL_BATCH)
         self.run.state.eval_seconds += time.perf_counter() - start
-        return acc
+        return score
+
+    def _keys(self, split: str, score: float, rmse: float | None = None) -> dict[str, Any]:
+        """The record keys of one score: ``{split}_acc``, or for regression ``{split}_acc``
+        None beside ``{split}_r2`` and ``{split}_rmse``."""
+        if not self.regression:
+            return {f"{split}_acc": score}
+        return {f"{split}_acc": None, f"{split}_r2": score, f"{split}_rmse": rmse}
 
     def after_epoch(self, epoch: int) -> dict[str, Any]:
         """The held-out figure of the epoch just trained, for its metrics record."""
@@ -78,8 +97,8 @@ class Evaluator:
             return {}
         if self.val is None:
             acc = self._timed(self.run._x_test, self.run._y_test)
-            self._test_cache = (epoch + 1, acc)
-            return {"test_acc": acc}
+            self._test_cache = (epoch + 1, acc, self._rmse)
+            return self._keys("test", acc, self._rmse)
         acc = self._timed(*self.val)
         if cfg.keep_best and (state.best_val_acc is None or acc > state.best_val_acc):
             state.best_val_acc, state.best_epoch = acc, epoch + 1
@@ -89,23 +108,31 @@ class Evaluator:
                 "network": _cpu_copy(self.run.rule.network.state_dict()),
                 "rule": _cpu_copy(self.run.rule.state_dict()),
             }
-        return {"val_acc": acc}
+        return self._keys("val", acc, self._rmse)
 
     def test_acc(self) -> float:
+        """Test accuracy (regression: R^2) of the current weights, one pass per epoch."""
         epoch = self.run.state.epoch
         if self._test_cache is None or self._test_cache[0] != epoch:
-            self._test_cache = (epoch, self._timed(self.run._x_test, self.run._y_test))
+            acc = self._timed(self.run._x_test, self.run._y_test)
+            self._test_cache = (epoch, acc, self._rmse)
         return self._test_cache[1]
 
     def final(self) -> dict[str, Any]:
         """The summary's accuracies: test (one pass), val, train (fixed subset), best."""
         run = self.run
-        out: dict[str, Any] = {"test_acc": self.test_acc()}
-        vals = [r["val_acc"] for r in run.state.history if r.get("val_acc") is not None]
-        out["val_acc"] = vals[-1] if vals else None
+        test = self.test_acc()
+        assert self._test_cache is not None
+        out: dict[str, Any] = self._keys("test", test, self._test_cache[2])
+        key = "val_r2" if self.regression else "val_acc"
+        vals = [r for r in run.state.history if r.get(key) is not None]
+        out["val_acc"] = vals[-1]["val_acc"] if vals else None
+        if self.regression:
+            out["val_r2"] = vals[-1]["val_r2"] if vals else None
+            out["val_rmse"] = vals[-1]["val_rmse"] if vals else None
         if not hasattr(self, "_train_acc") or self._train_acc[0] != run.state.epoch:
-            self._train_acc = (run.state.epoch, self._timed(*self.train_subset))
-        out["train_acc"] = self._train_acc[1]
+            self._train_acc = (run.state.epoch, self._timed(*self.train_subset), self._rmse)
+        out.update(self._keys("train", self._train_acc[1], self._train_acc[2]))
         out["train_acc_samples"] = int(self.train_subset[1].shape[0])
         if run.cfg.keep_best and self.best is not None:
             out.update(

@@ -76,12 +76,14 @@ def train_stages(
     of the stages this way. ``optimizers`` is indexed by stage; only ``stages``' are used.
     """
     losses = []
+    resting: torch.Tensor | None = None  # one NaN for every resting stage (GBNN has hundreds)
     for index in stages:
         stage, optimizer = rule.stages[index], optimizers[index]
         if not rule.trains(index):
-            with torch.no_grad():
-                h = stage.block(h)
-            losses.append(torch.full((), float("nan"), device=h.device))
+            h = rule.rest(index, h)
+            if resting is None:
+                resting = torch.full((), float("nan"), device=h.device)
+            losses.append(resting)
             if meter is not None:
                 meter.mark()
             continue
@@ -147,3 +149,26 @@ def evaluate(rule: Rule, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100
     for xb, yb in batches(x, y, batch_size):
         correct += int((rule.predict(xb).argmax(dim=1) == yb).sum())
     return correct / max(1, x.shape[0])
+
+
+@torch.no_grad()
+def evaluate_regression(
+    rule: Rule, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> dict[str, float]:
+    """R^2 and RMSE of ``rule.predict`` on regression targets ``y`` (N,), in eval mode.
+
+    R^2 = 1 - SS_res / SS_tot around the mean of ``y`` itself (scikit-learn's ``r2_score``);
+    for a constant ``y`` (SS_tot = 0) it is 1.0 for an exact fit and 0.0 otherwise, as there.
+    """
+    rule.train(False)
+    preds = [rule.predict(xb).reshape(-1).double() for xb, _ in batches(x, y, batch_size)]
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.float64)
+    target = y.reshape(-1).double()
+    ss_res = float((target - pred).pow(2).sum())
+    ss_tot = float((target - target.mean()).pow(2).sum()) if target.numel() else 0.0
+    mse = ss_res / max(1, target.numel())
+    if ss_tot > 0:
+        r2 = 1.0 - ss_res / ss_tot
+    else:
+        r2 = 1.0 if ss_res == 0 else 0.0
+    return {"r2": r2, "rmse": mse**0.5, "mse": mse}

@@ -27,6 +27,8 @@ REFUSED = {
     "man": "block i's signal holds an EMA copy of block i+1's first unit, updated from that "
     "block's current weights after every step, so each step would need the next worker's "
     "weights (a message backwards)",
+    "gbnn": "each round fits the residual of every earlier round's prediction on the whole "
+    "training set and picks its own batches, so each round needs every worker's learners",
     "dfa": "every step begins with a forward pass through all layers to get the output "
     "error that each layer learns from, so worker 1 would need every worker's weights",
 }

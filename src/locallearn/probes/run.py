@@ -221,6 +221,11 @@ def probe_run(
     with torch.random.fork_rng(devices=[]):
         run = Run(cfg, run_dir, dataset=dataset, network=network)
         run.load_checkpoint()
+    if run.data.task == "regression":
+        raise UsageError(
+            f"{run_dir} is a regression run ({cfg.data}); probes measure class accuracy and "
+            "apply to classification runs only"
+        )
     if run.state.epoch < cfg.epochs:
         raise UsageError(
             f"{run_dir} is unfinished (epoch {run.state.epoch} of {cfg.epochs}); finish it with "

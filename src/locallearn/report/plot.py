@@ -23,11 +23,15 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
     from locallearn.report.table import group_by_rule, mean_std
 
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # Regression runs (test_acc None) plot R^2 where classification plots accuracy.
+    regression = summaries[0].get("test_acc") is None and "test_r2_curve" in summaries[0]
+    final = "test_r2" if regression else "test_acc"
     groups = group_by_rule(summaries)
-    ylabel = "test accuracy"
+    ylabel = "test R^2" if regression else "test accuracy"
     for i, group in enumerate(groups):
-        curve_key = held_out_curve(group[0])
-        ylabel = "validation accuracy" if curve_key == "val_acc_curve" else ylabel
+        curve_key = held_out_curve(group[0], "r2" if regression else "acc")
+        if curve_key.startswith("val_"):
+            ylabel = "validation R^2" if regression else "validation accuracy"
         per_seed = [s.get(curve_key) or [] for s in group]
         length = max(len(c) for c in per_seed)
         epochs, means, lows, highs = [], [], [], []
@@ -39,7 +43,7 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
             means.append(sum(values) / len(values))
             lows.append(min(values))
             highs.append(max(values))
-        test, std, n = mean_std([s["test_acc"] for s in group])
+        test, std, n = mean_std([s[final] for s in group])
         label = f"{group[0]['rule']} (K={group[0]['blocks']}): test {test:.3f}"
         label += f" ± {std:.3f} (n={n})" if std is not None else ""
         curves.plot(
@@ -80,10 +84,39 @@ def plot_comparison(summaries: Sequence[dict[str, Any]], path: str | Path) -> No
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def held_out_curve(summary: dict[str, Any]) -> str:
-    """The summary key of the per-epoch held-out accuracies: validation, or (runs from
-    before --val-split, and --val-split 0) test."""
-    curve = summary.get("val_acc_curve")
+def plot_staged(summary: dict[str, Any], path: str | Path) -> None:
+    """GBNN: the test score after each boosting round (``staged_test_score``), written
+    atomically as PNG (or any matplotlib format)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = summary["staged_test_score"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(1, len(scores) + 1), scores, marker="." if len(scores) < 60 else None)
+    metric = "R^2" if summary.get("staged_metric") == "r2" else "accuracy"
+    ax.set(
+        xlabel="round",
+        ylabel=f"test {metric}",
+        title=f"GBNN {summary.get('gb_rounds')} x {summary.get('gb_units')} on "
+        f"{summary['data']}, seed {summary['seed']}",
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=suffix, dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def held_out_curve(summary: dict[str, Any], metric: str = "acc") -> str:
+    """The summary key of the per-epoch held-out accuracies (``metric`` "r2": R^2 of a
+    regression run): validation, or (runs from before --val-split, and --val-split 0) test."""
+    curve = summary.get(f"val_{metric}_curve")
     if curve and any(v is not None for v in curve):
-        return "val_acc_curve"
-    return "test_acc_curve"
+        return f"val_{metric}_curve"
+    return f"test_{metric}_curve"

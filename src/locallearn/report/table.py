@@ -94,12 +94,15 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
     """
     groups = group_by_rule(summaries)
     bp = next((g[0] for g in groups if g[0]["rule"] == "bp"), None)
+    # Regression runs (test_acc None) show R^2 and RMSE in the accuracy columns' place.
+    regression = any(s.get("test_acc") is None and "test_r2" in s for s in summaries)
+    scores = (
+        ["test R2", "train R2", "test RMSE"] if regression else ["test acc", "val acc", "train acc"]
+    )
     headers = [
         "rule",
         "K",
-        "test acc",
-        "val acc",
-        "train acc",
+        *scores,
         "act memory",
         "vs BP",
         "time/epoch",
@@ -123,9 +126,14 @@ def summary_table(summaries: Sequence[dict[str, Any]]) -> str:
             [
                 s["rule"],
                 s["blocks"],
-                _acc([g["test_acc"] for g in group]),
-                _acc([g.get("val_acc") for g in group]),
-                _acc([g["train_acc"] for g in group]),
+                *(
+                    [_acc([g.get(k) for g in group]) for k in ("test_r2", "train_r2", "test_rmse")]
+                    if regression
+                    else [
+                        _acc([g.get(k) for g in group])
+                        for k in ("test_acc", "val_acc", "train_acc")
+                    ]
+                ),
                 format_bytes(s["act_bytes_peak"]),
                 ratio,
                 f"{epoch_s:.3f}s",

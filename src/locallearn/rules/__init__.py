@@ -7,12 +7,13 @@ from locallearn.rules import (  # noqa: F401  (registration)
     drtp,
     fa,
     ff,
+    gbnn,
     greedy,
     infopro,
     man,
     tpsgd,
 )
-from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss
+from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss, supervised_loss
 from locallearn.rules.build import build_rule, rule_applies, rule_infos
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "build_rule",
     "rule_applies",
     "rule_infos",
+    "supervised_loss",
 ]

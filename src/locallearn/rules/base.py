@@ -24,22 +24,31 @@ class Signal(nn.Module):
         raise NotImplementedError
 
 
+def supervised_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The task loss: cross-entropy for class indices, mean squared error for float targets
+    (a regression dataset's ``y`` is float, its network has one output per target)."""
+    if y.is_floating_point():
+        return F.mse_loss(out.reshape(y.shape), y)
+    return F.cross_entropy(out, y)
+
+
 class TaskLoss(Signal):
-    """Cross-entropy of the block's own output: the signal of the network's last block."""
+    """The task loss of the block's own output (cross-entropy, or MSE for regression): the
+    signal of the network's last block."""
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(h, y)
+        return supervised_loss(h, y)
 
 
 class HeadLoss(Signal):
-    """Cross-entropy of an auxiliary classifier head on the block's output (DGL)."""
+    """The task loss of an auxiliary head on the block's output (DGL)."""
 
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
         self.head = head
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.head(h), y)
+        return supervised_loss(self.head(h), y)
 
 
 @dataclass
@@ -56,6 +65,9 @@ class Rule:
     Subclasses override hooks only when they need them (MAN's EMA update after each step, a
     goodness rule's negative pass); the loop itself never changes.
     """
+
+    # Stages of a few tiny tensors step faster with a fused optimizer (see make_optimizer).
+    fused_optimizer = False
 
     def __init__(self, network: nn.Sequential, stages: list[Stage], cuts: list[int]) -> None:
         self.network = network
@@ -99,8 +111,27 @@ class Rule:
             return outputs[0]
         return torch.cat([o.detach() for o in outputs])
 
+    def rest(self, stage_index: int, h: torch.Tensor) -> torch.Tensor:
+        """The next stage's input when stage ``stage_index`` rests (``trains`` is False): its
+        output, computed without a graph. A rule whose stages all read the same input
+        (GBNN's rounds) hands ``h`` on unchanged, at no cost."""
+        with torch.no_grad():
+            return self.stages[stage_index].block(h)
+
     def after_step(self, stage_index: int) -> None:
         """Called after the optimizer step of stage ``stage_index``."""
+
+    def epoch_batches(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The (input, target) batches of one epoch over the training set (x, y), called
+        after ``begin_epoch``; None (the default) is the engine's shuffled pass over (x, y).
+        GBNN trains each round on its own subsample against its residuals."""
+        return None
+
+    def extra_summary(self, x_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
+        """Keys a rule adds to the run summary (GBNN: the score after each round)."""
+        return {}
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores for ``x``: the last block's output."""
@@ -139,5 +170,8 @@ class Rule:
 
 
 # Builders: (network, *, input_shape, classes, blocks, **rule options) -> Rule.
-# Entry meta: ``paper`` (str). A rule's default K is its builder's default for ``blocks``.
+# Entry meta: ``paper`` (str); ``tasks`` (the dataset tasks it trains on; default
+# classification only: a rule whose signal is built on class labels cannot regress);
+# ``own_network`` (the rule builds its network itself and is handed an empty one; GBNN).
+# A rule's default K is its builder's default for ``blocks``.
 RULES: Registry[Rule] = Registry("rule")

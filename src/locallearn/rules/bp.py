@@ -20,10 +20,16 @@ class Backprop(Rule):
     description="end-to-end backpropagation (one block; the reference)",
     options=(),
     paper="Rumelhart, Hinton & Williams (1986)",
+    tasks=("classification", "regression"),
     recipe=Recipe(source="the global default (the reference every other rule is compared to)"),
 )
 def build_bp(
-    network: nn.Sequential, *, input_shape: tuple[int, ...], classes: int, blocks: int = 1
+    network: nn.Sequential,
+    *,
+    input_shape: tuple[int, ...],
+    classes: int,
+    blocks: int = 1,
+    task: str = "classification",
 ) -> Backprop:
     if blocks != 1:
         raise UsageError(f"rule 'bp' trains one block; got --blocks {blocks}")

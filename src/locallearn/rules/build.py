@@ -20,6 +20,7 @@ def build_rule(
     classes: int,
     *,
     input_stats: tuple[Sequence[float], Sequence[float]] | None = None,
+    task: str = "classification",
     **options: Any,
 ) -> Rule:
     """Build rule ``name`` over ``network``. Options left at ``None`` keep the rule's
@@ -27,13 +28,18 @@ def build_rule(
 
     ``input_stats`` = the dataset's per-channel (mean, std), handed to rules registered with
     ``input_stats=True`` (a reconstruction loss needs the raw input); others ignore it.
+    ``task`` = the dataset's task; a rule that does not list it in its ``tasks`` meta is a
+    UsageError, and rules that list more than classification are handed it.
     """
     entry = RULES.get(name)
+    check_task(entry.name, task)
     given = entry.given(options, "rule")
     if given.get("cuts") is not None and given.get("blocks") is None:
         given["blocks"] = len(given["cuts"]) + 1  # --cuts 2,4 alone means K = 3
     if entry.meta.get("input_stats") and input_stats is not None:
         given["input_stats"] = input_stats
+    if tuple(rule_tasks(entry.name)) != ("classification",):
+        given["task"] = task
     try:
         return entry.build(network, input_shape=tuple(input_shape), classes=classes, **given)
     except UsageError as err:
@@ -55,6 +61,22 @@ def check_default_blocks(name: str, options: dict[str, Any], units: int) -> None
             f"rule {entry.name} cuts {default} blocks by default, but this network has only "
             f"{units} units; give --blocks K with K between 1 and {units}, or a deeper model"
         )
+
+
+def rule_tasks(name: str) -> tuple[str, ...]:
+    """The dataset tasks rule ``name`` trains on (classification unless its meta says)."""
+    return tuple(RULES.get(name).meta.get("tasks", ("classification",)))
+
+
+def check_task(name: str, task: str) -> None:
+    """A UsageError naming the rules that can, when rule ``name`` cannot train on ``task``."""
+    if task in rule_tasks(name):
+        return
+    able = [r for r in RULES.names() if task in rule_tasks(r)]
+    raise UsageError(
+        f"rule {name!r} does not support {task} (its signal needs class labels); the rules "
+        f"that train on a {task} dataset are: {', '.join(able)}"
+    )
 
 
 def rule_applies(rule: str, model: str) -> bool:

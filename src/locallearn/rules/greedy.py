@@ -32,6 +32,7 @@ class Greedy(Rule):
     description="greedy local learning (DGL): auxiliary classifier head per block",
     options=("blocks", "head", "cuts"),
     paper="Belilovsky et al., ICML 2019 / 2020",
+    tasks=("classification", "regression"),  # a head regresses with MSE like the last block
     recipe=Recipe(
         source="shared with BP, as in the paper (local and end-to-end networks trained with one "
         "recipe): the global default"
@@ -45,6 +46,7 @@ def build_greedy(
     blocks: int = 3,
     head: str = "auto",
     cuts: Sequence[int] | None = None,
+    task: str = "classification",
 ) -> Greedy:
     cut_points = resolve_cuts(network, input_shape, blocks, cuts)
     parts = slice_blocks(network, cut_points)
