@@ -418,6 +418,16 @@ def markdown(r: dict) -> str:
             f"{idle} | {row['same_weights']} | "
             f"{row['bp_w1_sps']:.0f} | {row['gpipe_sps']:.0f} | {row['onef1b_sps']:.0f} |"
         )
+    mlp = next((row for row in r["rows"] if row["case"] == "mlp 4x1000"), None)
+    if mlp is not None:
+        verdict = "met" if mlp["speedup"] >= 1.6 else "not met in this run"
+        lines += [
+            "",
+            f"Issue 10's target (greedy mlp, W=2 >= 1.6x W=1): {verdict} "
+            f"({mlp['speedup']:.2f}x; two independent processes got "
+            f"{mlp['two_independent_ratio']:.2f}x one at the same time; the simulation "
+            f"predicts {mlp['predicted']['speedup']:.2f}x with a core per worker).",
+        ]
     lines += [
         "",
         "Predicted for more workers (greedy, `mlp --depth 63 --width 1000`, K=64, "
