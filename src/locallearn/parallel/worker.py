@@ -33,6 +33,7 @@ from locallearn.config import RunConfig, to_toml
 from locallearn.engine.checkpoint import identity
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from locallearn.engine.loop import batches, train_stages
+from locallearn.engine.provenance import write_resumed, write_started
 from locallearn.engine.run import (
     CHECKPOINT_VERSION,
     EpochCallback,
@@ -293,6 +294,9 @@ class PipelineRun:
         self.diverged: tuple[str, int, int, float] | None = None
         if lead and run.state.epoch == 0:
             atomic_write_text(self.run_dir / "config.toml", to_toml(cfg))
+            write_started(self.run_dir, str(run.device))
+        elif lead:
+            write_resumed(self.run_dir, str(run.device))
         if lead:
             atomic_write_json(
                 self.run_dir / "workers.json",
