@@ -92,6 +92,11 @@ def train(
     ``out`` the run directory (config, metrics, checkpoint, summary) is written there.
     """
     cfg, dataset, network = _resolve(rule, model, data, options)
+    if (cfg.workers or 1) > 1:
+        raise UsageError(
+            f"train(workers={cfg.workers}) runs in one process; start a run on workers with "
+            f"`locallearn train ... --workers {cfg.workers}` or under torchrun"
+        )
     return Run(
         cfg, out, dataset=dataset, network=network, progress=progress, on_epoch=on_epoch
     ).fit()

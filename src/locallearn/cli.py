@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -34,6 +35,7 @@ from locallearn.errors import Diverged, UsageError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3  # training blew up (non-finite loss or weights); see engine/divergence.py
+EXIT_PEER_LOST = 4  # a worker stopped because another worker of its job died (parallel/)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +79,7 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     _optimisation_options(parser, epochs=True)
     run = parser.add_argument_group("run")
     groups.update(data=data, run=run)
-    _field_options(groups)
+    _field_options(groups, skip=PARALLEL_FIELDS if compare else ())
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (compare: one folder per rule)")
     out.add_argument("--config", default=None, help="TOML file of options; flags override it")
@@ -98,6 +100,17 @@ def _run_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
             action="store_true",
             help="train every rule with the global default recipe instead of its own",
         )
+    if not compare:
+        _port_option(parser)
+
+
+def _port_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="--workers: TCP port of the job's rendezvous on 127.0.0.1 (default: a free one)",
+    )
 
 
 def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> None:
@@ -136,6 +149,8 @@ def _optimisation_options(parser: argparse.ArgumentParser, *, epochs: bool) -> N
 
 
 _FLAG_TYPES = {"int": int, "float": float, "str": str}
+# Options of a run on workers: train and resume take them, compare and measure do not.
+PARALLEL_FIELDS = ("workers", "placement", "transport", "worker_timeout")
 
 
 def _field_options(groups: dict[str, Any], skip: Sequence[str] = ()) -> None:
@@ -180,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("--json", default=None, help="write the summary here")
     resume.add_argument("--quiet", action="store_true", help="no progress output")
+    _port_option(resume)
     _measure_options(
         sub.add_parser("measure", help="memory and time of training steps, on random inputs")
     )
@@ -243,7 +259,8 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
     _optimisation_options(parser, epochs=False)
     run = parser.add_argument_group("run")
     _field_options(
-        {"rule": rule, "model": model, "run": run}, skip=("augment", "as_sequence", "log")
+        {"rule": rule, "model": model, "run": run},
+        skip=("augment", "as_sequence", "log", *PARALLEL_FIELDS),
     )
     timing = parser.add_argument_group("measurement")
     timing.add_argument(
@@ -259,6 +276,29 @@ def _measure_options(parser: argparse.ArgumentParser) -> None:
         help="each rule in a fresh process, so its peak RSS is its own (default: on CPU "
         "with several rules)",
     )
+    pipeline = parser.add_argument_group("workers (a prediction, docs/parallel.md)")
+    pipeline.add_argument(
+        "--workers", type=int, default=None, help="predict a run on W pipelined workers"
+    )
+    pipeline.add_argument(
+        "--bandwidth",
+        type=float,
+        default=None,
+        help="link bytes/s between workers, e.g. 1.25e9 for 10 GbE (default: one host)",
+    )
+    pipeline.add_argument(
+        "--latency", type=float, default=None, help="link latency in s (default: 5e-5)"
+    )
+    pipeline.add_argument(
+        "--epoch-steps",
+        dest="epoch_steps",
+        type=int,
+        default=100,
+        help="batches per simulated epoch (default: 100)",
+    )
+    pipeline.add_argument(
+        "--placement", default=None, help="first stage of workers 2..W (default: balanced)"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", default=None, help="write the list of results here")
     out.add_argument("--quiet", action="store_true", help="no progress output")
@@ -270,7 +310,19 @@ def _version() -> str:
     return f"locallearn {__version__}"
 
 
-_NOT_CONFIG = {"command", "out", "config", "json", "plot", "quiet", "rules", "seeds", "same_recipe"}
+_NOT_CONFIG = {
+    "command",
+    "out",
+    "config",
+    "json",
+    "plot",
+    "quiet",
+    "rules",
+    "seeds",
+    "same_recipe",
+    "port",
+    "argv",
+}
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -463,6 +515,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     seed_text = "s" + "_".join(map(str, seeds)) if seeds else f"s{cfg.seed}"
     out = _out_dir(args, Path("runs") / f"{cfg.rule}-{cfg.model}-{cfg.data}-{seed_text}-{_stamp()}")
     _check_outputs(args)
+    if seeds and (cfg.workers or 1) > 1:
+        raise UsageError("--seeds trains one process per seed; drop --seeds or --workers")
+    code = _on_workers(args, cfg, out, resume=False)
+    if code is not None:
+        return code
     progress, on_epoch = _reporter(args.quiet)
     if seeds:
 
@@ -488,6 +545,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     _finished(summary, args.quiet)
     print(summary_table([summary]), file=_table_stream(args))
     return 0
+
+
+def _on_workers(args: argparse.Namespace, cfg: RunConfig, out: Path, *, resume: bool) -> int | None:
+    """A run on several workers: join the job in the environment (torchrun, or started by
+    --workers), or start W workers here. None: an ordinary one-process run."""
+    from locallearn.parallel.worker import in_job
+
+    if in_job():
+        from locallearn.parallel.worker import run_worker
+        from locallearn.report import summary_table
+
+        progress, on_epoch = _reporter(args.quiet)
+        summary = run_worker(cfg, out, resume=resume, progress=progress, on_epoch=on_epoch)
+        if summary is not None:  # worker 1 reports for the job
+            _write_json(args.json, summary)
+            _finished(summary, args.quiet)
+            print(summary_table([summary]))
+        return 0
+    if (cfg.workers or 1) == 1:
+        return None
+    from locallearn.parallel.launch import launch, preflight
+
+    preflight(cfg, out, resume=resume)
+    argv = list(args.argv) if resume else [*args.argv, "--out", str(out)]
+    return launch(argv, cfg.workers or 1, out, command=args.command, port=args.port)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -530,11 +612,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from locallearn.engine.run import resume_run
+    from locallearn.engine.run import load_run_config, resume_run
     from locallearn.report import summary_table
 
     _check_outputs(args)
     args.run_dir_hint = Path(args.run_dir)
+    run_dir = Path(args.run_dir)
+    if (run_dir / "config.toml").exists() and not (run_dir / "summary.json").exists():
+        code = _on_workers(args, load_run_config(run_dir / "config.toml"), run_dir, resume=True)
+        if code is not None:
+            return code
     progress, on_epoch = _reporter(args.quiet)
     summary = resume_run(args.run_dir, progress=progress, on_epoch=on_epoch, epochs=args.epochs)
     _write_json(args.json, summary)
@@ -556,6 +643,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     shape = parse_input_shape(args.input_shape)
     names = {f.name for f in dataclasses.fields(RunConfig)}
     cfg = config_from_mapping({k: v for k, v in vars(args).items() if k in names})
+    if args.workers is None and (args.bandwidth, args.latency, args.placement) != (None,) * 3:
+        raise UsageError("--bandwidth, --latency and --placement predict a run on --workers W")
+    if args.workers is not None:
+        return _measure_workers(args, cfg, shape)
     if args.rules is not None and "rule" in vars(args):
         raise UsageError("give --rule R or --rules R1,R2,..., not both")
     if args.rules is not None:
@@ -590,6 +681,47 @@ def cmd_measure(args: argparse.Namespace) -> int:
     )
     print(measure_table(results))
     print(measure_note(results))
+    return 0
+
+
+def _measure_workers(args: argparse.Namespace, cfg: RunConfig, shape: tuple[int, ...]) -> int:
+    from locallearn.parallel.simulate import predict_pipeline
+    from locallearn.report import format_table
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.rules is not None:
+        raise UsageError("measure --workers predicts one rule: give --rule R")
+    if args.placement is not None:
+        cfg = config_from_mapping({"placement": args.placement}, cfg)
+    results = [
+        predict_pipeline(
+            cfg,
+            shape,
+            args.classes,
+            args.workers,
+            bandwidth=args.bandwidth,
+            latency=args.latency,
+            steps=args.epoch_steps,
+        )
+    ]
+    rows = [
+        [
+            r["rule"],
+            r["workers"],
+            " ".join(f"{a}-{b - 1}" for a, b in r["placement"]),
+            f"{r['samples_per_second']:.0f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['efficiency']:.2f}",
+            " ".join(f"{f:.2f}" for f in r["idle_fraction"]),
+        ]
+        for r in results
+    ]
+    headers = ["rule", "W", "stages", "samples/s", "speedup", "efficiency", "idle"]
+    print(format_table(headers, rows))
+    link = "one host" if args.bandwidth is None else f"{args.bandwidth:.3g} B/s"
+    print(f"predicted from measured stage times; link: {link}, latency {results[0]['latency']} s")
+    _write_json(args.json, results)
     return 0
 
 
@@ -659,6 +791,24 @@ COMMANDS = {
 }
 
 
+def _worker_rank() -> int | None:
+    """This process's rank when it is one worker of a job (torchrun, --workers), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return None
+
+
+def _peer_failure(err: Exception) -> bool:
+    """A worker stopping because another worker of its job died or fell silent."""
+    if _worker_rank() is None or "torch" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    from locallearn.parallel.transport import PeerLost
+
+    return isinstance(err, PeerLost | dist.DistError)
+
+
 def _interrupted(args: argparse.Namespace) -> str:
     run_dir = getattr(args, "run_dir_hint", None)
     if run_dir is None:
@@ -687,8 +837,19 @@ def _show_warning(command: str) -> Any:
     return show
 
 
+def _peer_stopped(args: argparse.Namespace, rank: int | None, err: Exception) -> int:
+    if not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher names the dead one
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        who = f"worker {(rank or 0) + 1}"
+        print(f"locallearn {args.command}: {who} stopped: {first}", file=sys.stderr)
+    return EXIT_PEER_LOST
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
     args = build_parser().parse_args(argv)
+    args.argv = argv
+    rank = _worker_rank()
     prefix = f"locallearn {args.command}"
     set_command(["locallearn", *(sys.argv[1:] if argv is None else argv)])
     try:
@@ -698,15 +859,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning(args.command)
             return COMMANDS[args.command](args)
     except UsageError as err:
-        print(f"{prefix}: error: {_name_config_keys(str(err), args)}", file=sys.stderr)
+        if not rank:  # every worker finds the same mistake: worker 1 says it
+            print(f"{prefix}: error: {_name_config_keys(str(err), args)}", file=sys.stderr)
         return EXIT_USAGE
     except Diverged as err:
-        print(f"{prefix}: {err}", file=sys.stderr)
+        if not rank:
+            print(f"{prefix}: {err}", file=sys.stderr)
         return EXIT_DIVERGED
     except PermissionError as err:  # a file or folder the user pointed us at
         print(f"{prefix}: error: cannot access {err.filename}: permission denied", file=sys.stderr)
         return EXIT_USAGE
     except (RuntimeError, MemoryError) as err:
+        if _peer_failure(err):  # PeerLost and torch.distributed's errors are RuntimeErrors
+            return _peer_stopped(args, rank, err)
         from locallearn.engine.limits import allocation_error
 
         usage = allocation_error(err)
@@ -715,7 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: error: {usage}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(_interrupted(args), file=sys.stderr)
+        if not rank and not os.environ.get("LOCALLEARN_LAUNCHER"):  # else the launcher says it
+            print(_interrupted(args), file=sys.stderr)
         return 130
     finally:
         set_command(None)  # a later run started from Python in this process is not ours

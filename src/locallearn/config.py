@@ -158,6 +158,15 @@ class RunConfig:
     keep_best: bool = _opt(
         "run", "also report the test accuracy of the epoch with the best validation accuracy", False
     )
+    # blocks on workers (parallel/, docs/parallel.md)
+    workers: int | None = _opt("run", "processes the stages are spread over (default 1)")
+    placement: list[int] | None = _opt(
+        "run", "first stage (0-based) of workers 2..W, e.g. 2,3 (default: balance step time)"
+    )
+    transport: str | None = _opt("run", "worker messages: auto|shm|dist (default auto)")
+    worker_timeout: float | None = _opt(
+        "run", "seconds a worker waits for a silent peer before stopping (default 30)"
+    )
 
     def _group(self, group: str) -> dict[str, Any]:
         return {
@@ -319,6 +328,12 @@ def validate(cfg: RunConfig) -> None:
         raise UsageError(f"--threads must be in 1..{MAX_THREADS}, got {cfg.threads}")
     if cfg.patience is not None and cfg.patience < 1:
         raise UsageError(f"--patience must be at least 1, got {cfg.patience}")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
+    if cfg.worker_timeout is not None and not cfg.worker_timeout > 0:
+        raise UsageError(
+            f"--worker-timeout must be a positive number of seconds, got {cfg.worker_timeout}"
+        )
     if cfg.blocks is not None and cfg.blocks < 1:
         raise UsageError(f"--blocks must be at least 1, got {cfg.blocks}")
     # Unset (None) training fields are filled from a recipe before a run starts; the values

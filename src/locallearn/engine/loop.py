@@ -41,7 +41,7 @@ def batches(
 
 def train_step(
     rule: Rule,
-    optimizers: Sequence[torch.optim.Optimizer],
+    optimizers: Sequence[torch.optim.Optimizer | None],
     x: torch.Tensor,
     y: torch.Tensor,
     meter: SavedTensorMeter | None = None,
@@ -53,10 +53,32 @@ def train_step(
     With a ``meter`` (already entered), each stage's peak is marked as one segment.
     ``autocast`` (CUDA mixed precision) wraps each block's forward and loss.
     """
-    losses = []
     h, target = rule.begin_step(x, y)
+    losses, _ = train_stages(rule, optimizers, h, target, range(rule.blocks), meter, autocast)
+    return losses
+
+
+def train_stages(
+    rule: Rule,
+    optimizers: Sequence[torch.optim.Optimizer | None],
+    h: torch.Tensor,
+    target: Any,
+    stages: range,
+    meter: SavedTensorMeter | None = None,
+    autocast: AutocastFactory | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The body of ``train_step`` for the contiguous stages ``stages`` only: ``h`` is the
+    input of the first of them (for stage 0, what ``rule.begin_step`` returned) and
+    ``target`` what every signal sees. Returns the stages' losses and the last one's output.
+
+    Running ``range(0, a)`` then ``range(a, K)`` on the first call's output is the same
+    step as ``train_step``, bit for bit: a worker of a pipeline (parallel/) runs its slice
+    of the stages this way. ``optimizers`` is indexed by stage; only ``stages``' are used.
+    """
+    losses = []
     resting: torch.Tensor | None = None  # one NaN for every resting stage (GBNN has hundreds)
-    for index, (stage, optimizer) in enumerate(zip(rule.stages, optimizers)):
+    for index in stages:
+        stage, optimizer = rule.stages[index], optimizers[index]
         if not rule.trains(index):
             h = rule.rest(index, h)
             if resting is None:
@@ -65,6 +87,7 @@ def train_step(
             if meter is not None:
                 meter.mark()
             continue
+        assert optimizer is not None, f"stage {index} has no optimizer in this process"
         optimizer.zero_grad(set_to_none=True)
         outputs, loss = [], torch.zeros((), device=h.device)
         for part, part_target in rule.chunks(index, h, target):
@@ -80,7 +103,7 @@ def train_step(
         if meter is not None:
             meter.mark()
         losses.append(loss)
-    return losses
+    return losses, h
 
 
 def train_epoch(
