@@ -345,7 +345,8 @@ def test_ctrl_c_and_a_killed_worker_stop_the_job_and_resume_is_exact(tmp_path, c
     assert time.monotonic() - start < 30
     assert code == 1, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "worker 2 of 2" in lines[0] and "killed by SIGKILL" in lines[0]
+    assert len(lines) == 1, err[-2000:]
+    assert "worker 2 of 2" in lines[0] and "killed by SIGKILL" in lines[0]
     assert all(_gone(pid) for pid in pids)
     assert not (out / "summary.json").exists()
 
@@ -399,3 +400,18 @@ def test_measure_predicts_a_run_on_workers(tmp_path, capsys):
     assert "predict a run on --workers W" in capsys.readouterr().err
     assert main([*args, "--workers", "5"]) == 2
     assert "--workers 5 needs at least 5 stages" in capsys.readouterr().err
+
+
+def test_gloo_connection_errors_count_as_a_lost_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A surviving worker whose neighbour was killed mid-collective sees this from gloo; it
+    # must stop quietly (exit 4) so the launcher names the dead worker, with no traceback.
+    from locallearn import cli
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    gloo = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+        "[127.0.0.1]:39119: Connection reset by peer."
+    )
+    assert cli._peer_failure(gloo)
+    assert not cli._peer_failure(RuntimeError("shape mismatch"))

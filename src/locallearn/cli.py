@@ -806,7 +806,11 @@ def _peer_failure(err: Exception) -> bool:
 
     from locallearn.parallel.transport import PeerLost
 
-    return isinstance(err, PeerLost | dist.DistError)
+    if isinstance(err, PeerLost | dist.DistError):
+        return True
+    # gloo reports a peer's closed socket as a plain RuntimeError from its TCP transport.
+    text = str(err)
+    return "gloo/transport" in text or "Connection reset by peer" in text
 
 
 def _interrupted(args: argparse.Namespace) -> str:
