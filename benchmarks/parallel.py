@@ -392,9 +392,9 @@ def markdown(r: dict) -> str:
         "",
         f"- command: `{r['command']}` (one command; takes the bench lock itself)",
         f"- machine: {r['machine']}; 1 intra-op thread per process; date: {r['date']}",
-        f"- load: before `{r['uptime_before']}`; after `{r['uptime_after']}`. Other helpers "
-        "were running on the same 2 cores, so two processes did not get a core each: the "
-        "ratios below are lower bounds of what a quiet machine gives.",
+        f"- load: before `{r['uptime_before']}`; after `{r['uptime_after']}` (a load above "
+        "zero before the run means other jobs shared the 2 cores, and the ratios are then "
+        "lower bounds; the 'two independent' column shows what two processes could get).",
         f"- BP pipeline: the network cut in two at the balanced unit, {r['microbatches']} "
         "micro-batches of 25, Adam; the same batches in the same order.",
         "- predicted: locallearn.parallel.simulate from the W=2 run's own stage times and "
