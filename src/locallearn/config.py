@@ -107,6 +107,13 @@ class RunConfig:
     gb_refit: bool | None = _opt(
         "rule", "GBNN: refit each round's output layer by least squares at its end (default on)"
     )
+    # rules: fwdgrad (Ren, Kornblith, Liao & Hinton, ICLR 2023)
+    fg_perturb: str | None = _opt(
+        "rule", "fwdgrad: what the random directions perturb, activity|weight (default activity)"
+    )
+    fg_directions: int | None = _opt(
+        "rule", "fwdgrad: random directions (jvp passes) averaged per step (default 1)"
+    )
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")

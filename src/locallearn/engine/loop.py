@@ -91,10 +91,14 @@ def train_stages(
         optimizer.zero_grad(set_to_none=True)
         outputs, loss = [], torch.zeros((), device=h.device)
         for part, part_target in rule.chunks(index, h, target):
-            with autocast() if autocast is not None else nullcontext():
-                out = stage.block(part.detach())  # nothing upstream is reachable
-                part_loss = stage.signal(out, part_target)
-            part_loss.backward()  # frees this part's graph before the next part runs
+            own = rule.set_grads(index, part.detach(), part_target)
+            if own is not None:  # the rule set .grad itself (forward gradients)
+                out, part_loss = own
+            else:
+                with autocast() if autocast is not None else nullcontext():
+                    out = stage.block(part.detach())  # nothing upstream is reachable
+                    part_loss = stage.signal(out, part_target)
+                part_loss.backward()  # frees this part's graph before the next part runs
             outputs.append(out)
             loss = loss + part_loss.detach().float()
         h = rule.join(index, outputs)

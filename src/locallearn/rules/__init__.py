@@ -8,6 +8,7 @@ from locallearn.rules import (  # noqa: F401  (registration)
     fa,
     ff,
     forwardgnn,
+    fwdgrad,
     gbnn,
     greedy,
     infopro,

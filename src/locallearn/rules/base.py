@@ -104,6 +104,15 @@ class Rule:
         """
         return ((h, target),)
 
+    def set_grads(
+        self, stage_index: int, h: torch.Tensor, target: Any
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Learn from one part without the loop's backward: a rule that estimates its
+        stage's gradients itself (forward gradients) adds them to the parameters' ``.grad``
+        here and returns (the stage's output on ``h``, detached; the part's loss). Default
+        None: the loop runs the block forward and the signal's loss backward."""
+        return None
+
     def join(self, stage_index: int, outputs: list[torch.Tensor]) -> torch.Tensor:
         """The next stage's input from the outputs of stage ``stage_index``'s parts: one part
         as it is, several concatenated along the batch (parts of rows, as ``chunks`` cuts by

@@ -87,6 +87,10 @@ def rule_applies(rule: str, model: str) -> bool:
     meta, where set, must share an input rank with the model's ``ranks``.
     """
     meta, model_meta = RULES.get(rule).meta, MODELS.get(model).meta
+    # A rule's ``models`` meta, where set, names the registered models it trains (fwdgrad:
+    # the plain layer stacks its estimator handles).
+    if meta.get("models") is not None and MODELS.canonical(model) not in meta["models"]:
+        return False
     families = meta.get("families")
     if families is not None and model_meta.get("family") not in families:
         return False
