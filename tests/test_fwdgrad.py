@@ -241,7 +241,7 @@ def test_listed_with_its_recipe(capsys):
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("fwdgrad ")]
     assert any("--fg-directions, --fg-perturb" in line for line in lines), out
-    assert any("adam lr 0.001 batch 100" in line for line in lines), out
+    assert any("adam lr 0.003 schedule cosine batch 100" in line for line in lines), out
 
 
 def test_per_example_loss_is_the_head_loss_sample_by_sample():
