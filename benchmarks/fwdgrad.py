@@ -159,6 +159,10 @@ def section(results: dict[str, Any]) -> str:
             "(313,600 B), the smallest 100x100 (40,000 B). The control keeps every hidden layer",
             "at its random initialisation (only heads and readout learn): the forward",
             "gradients are what lifts the test accuracy above it.",
+            "The paper reports that local-loss activity-perturbed forward gradients match BP",
+            "on MNIST with its LocalMixer architecture (its Table 3; the table itself could not",
+            "be read here). On this plain mlp in 5 epochs the gap to BP is "
+            f"{100 * (bp['test_acc'] - fg['test_acc']):.1f} points of test accuracy.",
             "`estimator held` is what the estimator keeps alive across its jvp, counted storage",
             "by storage: a layer's pre-activation and its direction (2 x 100x100 floats) and the",
             "100 slopes.",
@@ -179,7 +183,14 @@ def section(results: dict[str, Any]) -> str:
             "",
         ]
     lines += ["Commands:", ""]
-    lines += [f"    {c}" for c in results.get("commands", {}).values()]
+    for phase, command in results.get("commands", {}).items():
+        lock = "flock /tmp/locallearn-bench.lock " if phase == "timing" else ""
+        lines += [f"    {lock}{command}"]
+    lines += [
+        "",
+        "The accuracy phases ran without the lock, beside other jobs: their epoch_seconds are",
+        "not timing figures; only the alternated pair above is.",
+    ]
     return "\n".join(lines)
 
 
