@@ -12,7 +12,11 @@ children: BP on the `cnn` model (the library's 2-D CNN) and NoProp-DT (T = 10). 
 the act_bytes_peak of backpropagating end to end through NoProp's own T-block inference
 chain (cross-entropy on p(y | z_T)): the graph a BP-trained network of the same blocks keeps.
 
-    flock /tmp/locallearn-bench.lock python benchmarks/noprop.py --run RUN_DIR
+    flock /tmp/locallearn-bench.lock python benchmarks/noprop.py --measure-only
+    python benchmarks/noprop.py --run RUN_DIR --reuse-measure
+
+(the first measures and saves benchmarks/results/noprop_measure.json; the second adds the
+accuracy run and writes the BENCHMARKS.md section).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from locallearn.rules import build_rule  # noqa: E402
 
 SHAPE = (1, 28, 28)
 RESULTS = Path(__file__).resolve().parent / "results" / "noprop.json"
+MEASURED = Path(__file__).resolve().parent / "results" / "noprop_measure.json"
 
 
 def chain_backprop_peak(steps: int, batch: int) -> int:
@@ -55,23 +60,38 @@ def chain_backprop_peak(steps: int, batch: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="the MNIST run directory")
+    parser.add_argument("--run", type=Path, help="the MNIST run directory")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per rule")
+    parser.add_argument("--measure-only", action="store_true", help="measure, save, stop")
+    parser.add_argument("--reuse-measure", action="store_true", help="read the saved measure")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args()
-    load = Path("/proc/loadavg").read_text().split()[:3]
-
+    if args.reuse_measure:
+        saved = json.loads(MEASURED.read_text())
+    else:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+        cfg = RunConfig(rule="bp", model="cnn", batch_size=128, threads=1)
+        measured = measure_configs(cfg, ["bp", "noprop"], SHAPE, 10, steps=args.steps, warmup=1)
+        saved = {
+            "machine": machine(),
+            "load": load,
+            "command": command_line(),
+            "measure": measured,
+            "chain_backprop_act_bytes": chain_backprop_peak(10, 128),
+        }
+        atomic_write_json(MEASURED, saved)
+        print(json.dumps(saved, indent=1))
+    if args.measure_only:
+        return
+    if args.run is None:
+        parser.error("--run RUN_DIR is required unless --measure-only")
+    load, measured, chain_peak = saved["load"], saved["measure"], saved["chain_backprop_act_bytes"]
+    bp, noprop = measured
     summary = json.loads((args.run / "summary.json").read_text())
     records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines()]
-    cfg = RunConfig(rule="bp", model="cnn", batch_size=128, threads=1)
-    measured = measure_configs(cfg, ["bp", "noprop"], SHAPE, 10, steps=args.steps, warmup=1)
-    bp, noprop = measured
-    chain_peak = chain_backprop_peak(summary["np_steps"], 128)
     steps_per_epoch = -(-summary["train_size"] // 128) if "train_size" in summary else 422
     result = {
-        "machine": machine(),
-        "load": load,
-        "command": command_line(),
+        **saved,
         "run": {
             k: summary.get(k)
             for k in (
@@ -87,8 +107,6 @@ def main() -> None:
             )
         },
         "epochs": records,
-        "measure": measured,
-        "chain_backprop_act_bytes": chain_peak,
     }
     atomic_write_json(RESULTS, result)
     ratio = noprop["step_seconds"] / bp["step_seconds"]
@@ -110,14 +128,15 @@ the 0.1 validation split, 10,000 test), seed 0, {summary["epochs"]} epochs (the 
 
     locallearn train --rule noprop --model cnn --data mnist --data-dir ../shared/data \\
         --epochs {summary["epochs"]} --seed 0 --threads 1 --out RUN_DIR
-    {command_line()}
+    flock /tmp/locallearn-bench.lock python benchmarks/noprop.py --measure-only
+    python benchmarks/noprop.py --run RUN_DIR --reuse-measure
 
 | | value |
 | --- | --- |
 | test accuracy (chain of 10 steps) | **{summary["test_acc"]:.4f}** |
 | validation accuracy per epoch | {val} |
 | train loss per epoch (last block's eq. 8) | {losses} |
-| test accuracy of p(y given z_t), t = 1..10 | {chain} |
+| accuracy of p(y given z_t), t = 1..10 (first 1,000 test rows) | {chain} |
 | epoch seconds (accuracy run, not under the lock) | {summary["epoch_seconds"]:.0f} |
 
 Memory and step time (batch 128, MNIST-shaped random inputs, one thread, under

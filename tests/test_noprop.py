@@ -201,6 +201,8 @@ def test_noprop_learns_digits():
     s = locallearn.train(rule="noprop", model="cnn", data="digits", epochs=15, seed=0, np_steps=3)
     assert s["test_acc"] > 0.9, s["test_acc"]
     chain = s["np_chain_test_acc"]
+    # digits has 360 test rows, fewer than CHAIN_ROWS: the chain's last step is the test acc
+    assert s["np_chain_rows"] == 360
     assert len(chain) == 3 and chain[-1] == pytest.approx(s["test_acc"])
     assert s["model"] == "noprop-dt-3" and s["settings"]["lr"] == 1e-3
     assert s["settings"]["batch_size"] == 128
