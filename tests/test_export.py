@@ -208,8 +208,10 @@ def test_every_rule_exports_with_its_heads(tmp_path, rule):
     options = dict(model=model, data="digits", epochs=1, train_limit=100, batch_size=50)
     if not rule_applies(rule, "mlp") and not rule_applies(rule, "cnn"):  # graph-only rules
         options = dict(model="gcn", data="sbm", nodes=200, width=8, epochs=1)
-    if model == "cnn":
+    if model == "cnn" and not RULES.get(rule).meta.get("own_network"):
         options.update(depth=4, width=4)  # InfoPro and MAN cut K=4 blocks by default
+    if rule == "noprop":
+        options.update(np_steps=2)
     summary = locallearn.train(rule=rule, out=tmp_path / "run", **options)
     export_network(tmp_path / "run", tmp_path / "m.pt")
     run = rebuilt_run(tmp_path / "run")

@@ -35,6 +35,8 @@ def crash_after(epoch):
         ("bp", {}),
         ("greedy", {"blocks": 3}),
         ("ff", {"model": "mlp", "ff_readout": "linear", "lr_schedule": "cooldown"}),
+        # noprop: its per-batch noise, dropout and the shared output layer's T optimizers.
+        ("noprop", {"model": "cnn", "data": "digits", "np_steps": 2}),
     ],
 )
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, rule, extra):

@@ -88,6 +88,11 @@ PAIR_EXCLUDED: dict[tuple[str, str], str] = {
         for m in ("mlp", "dsd-fcn")
     },
     **{("fa", m): _FA_TIME for m in ("cnn", "resnet20")},
+    **{
+        ("noprop", m): "NoProp builds its own network (T denoising blocks; the model is "
+        "unused) and takes no --blocks or --width; tests/test_noprop.py trains it on digits"
+        for m in ("cnn", "resnet20", "vgg11")
+    },
 }
 
 CASES = [

@@ -114,6 +114,15 @@ class RunConfig:
     fg_directions: int | None = _opt(
         "rule", "fwdgrad: random directions (jvp passes) averaged per step (default 1)"
     )
+    # rules: noprop (Li, Teh & Pascanu 2025)
+    np_steps: int | None = _opt("rule", "NoProp: denoising blocks T (default 10)")
+    np_eta: float | None = _opt("rule", "NoProp: weight eta of the denoising loss (default 0.1)")
+    np_embedding: str | None = _opt(
+        "rule", "NoProp: label embedding W_Embed, onehot|learned (default onehot)"
+    )
+    np_embed_dim: int | None = _opt(
+        "rule", "NoProp: dimension d of a learned embedding (default: the class count)"
+    )
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")

@@ -548,13 +548,13 @@ class Run:
 
 
 def own_network_placeholder(cfg: RunConfig) -> nn.Sequential:
-    """The empty network handed to a rule that builds its own (GBNN): model options would
+    """The empty network handed to a rule that builds its own (GBNN, NoProp): model options would
     be ignored, so setting one is an error."""
     for key, value in cfg.model_options().items():
         if value is not None:
             raise UsageError(
                 f"--{key.replace('_', '-')} does not apply to rule {cfg.rule!r}: it builds its "
-                "own network (see its --gb-* options)"
+                "own network (`locallearn list rules` shows its options)"
             )
     return nn.Sequential()
 

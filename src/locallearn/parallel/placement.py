@@ -31,6 +31,8 @@ REFUSED = {
     "training set and picks its own batches, so each round needs every worker's learners",
     "dfa": "every step begins with a forward pass through all layers to get the output "
     "error that each layer learns from, so worker 1 would need every worker's weights",
+    "noprop": "every block learns with the shared output layer and label embedding (Algorithm "
+    "1 steps them with each block's loss), so each worker would need the others' copies",
 }
 ONE_BLOCK = {
     "bp": "trains the whole network as one block",

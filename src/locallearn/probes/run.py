@@ -236,6 +236,9 @@ def probe_run(
             f"{run_dir} trained on graph dataset {cfg.data!r}; probes read samples, not the "
             "nodes of one graph, and do not handle graph runs yet"
         )
+    refusal = getattr(run.rule, "probe_refusal", None)
+    if refusal is not None:
+        raise UsageError(f"{run_dir}: rule {cfg.rule!r} cannot be probed unit by unit: {refusal}")
     rule, data = run.rule, run.data
     x_train, y_train = _subset(data.x_train, data.y_train, max_train)
     x_train, y_train = x_train.to(run.device), y_train.to(run.device)

@@ -13,6 +13,7 @@ from locallearn.rules import (  # noqa: F401  (registration)
     greedy,
     infopro,
     man,
+    noprop,
     tpsgd,
 )
 from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss, supervised_loss
