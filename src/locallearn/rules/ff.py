@@ -12,8 +12,9 @@ unit in use.
 Memory. A layer's weight gradient is ``sum_i g_i x_i^T`` with ``g_i`` a function of the row's
 output ``h_i = relu(W x_i + b)`` and a few scalars, so the local update needs only the
 layer input ``x`` beside ``h``, the layer's output, which the loop keeps until the next layer
-runs anyway: the fused autograd Function below saves exactly ``x`` and reads ``h`` in
-backward (recomputing it only if it changed in place). Positives and negatives then learn as
+runs anyway: the fused autograd Function below (loss and gradient in one) saves ``x`` and
+a few scalars per row and unit, and reads ``h`` in backward (recomputing it only if it
+changed in place). Positives and negatives then learn as
 two parts of the step (``chunks``), one after the other, before the layer's single optimizer
 step: the gradient is the one of the whole 2B-row batch, and a layer holds B rows of its input
 at a time.
@@ -119,68 +120,87 @@ class FFTargets:
     features: torch.Tensor | None = None
 
 
-class _GoodnessLayer(torch.autograd.Function):
-    r"""One FF layer, fused: :math:`h = \mathrm{relu}(xW^T + b)`, its goodness
-    :math:`G_i = \sum_j h_{ij}^2` per row and its mean activity :math:`a_j = \frac1N\sum_i
-    h_{ij}` per unit.
+class _GoodnessLoss(torch.autograd.Function):
+    r"""One FF layer's loss on one part of the rows, fused with its gradient (the formula of
+    ``Goodness``). Inputs: the layer's (normalised) input ``x``, its weights, its output
+    :math:`h = \mathrm{relu}(xW^T + b)` computed without a graph, and the loss's constants.
 
-    Saves only the input. ``h`` is returned as a non-differentiable output (the next layer
-    learns from its own loss, never through this one) and read again in backward: it is the
-    layer's output, which the loop holds until the next layer has run whether or not backward
-    reads it, so reading it costs no memory and spares the recomputation of ``xW^T``. Should
-    ``h`` have been changed in place before backward (its version moved), or backward run a
-    second time, ``h`` is recomputed from ``x`` and the weights. The activity's gradient
-    passes the ReLU as if it were the identity (the reimplementation's "full-gradient ReLU"),
-    so peer normalisation can wake a unit that is silent on every row; the goodness gradient
-    is 0 there either way.
+    Forward: :math:`G_i = \|h_i\|^2`, the softplus argument :math:`u_i = s(\theta - G_i)`,
+    the loss share :math:`\cdot\,\mathrm{mean}_i\,\mathrm{softplus}(u_i)`, and with peer
+    normalisation (:math:`\lambda > 0`) the running activity
+    :math:`r = m r_{old} + (1-m)\,\mathrm{mean}_i h_i` and :math:`\lambda\,\mathrm{mean}_j
+    d_j^2` with :math:`d = \bar r - r`. Returns the loss and :math:`r` (no gradient).
+
+    Backward, by hand: :math:`\partial L/\partial z_{ij} = -\frac{s\,\mathrm{share}}{N}
+    \sigma(u_i)\,2h_{ij} - \frac{2\lambda(1-m)}{JN} d_j`, where the activity's part passes the
+    ReLU as if it were the identity (the reimplementation's "full-gradient ReLU", so peer
+    normalisation can wake a unit that is silent on every row) and the goodness part is 0
+    where the ReLU is off either way; then :math:`\partial L/\partial W = (\partial L/\partial
+    z)^T x`. Saved: ``x``, ``u`` and ``d``, the same tensors autograd would keep for these
+    formulas. ``h`` is read again rather than saved: it is the layer's output, which the loop
+    holds until the next layer has run whether or not backward reads it, so reading it costs
+    no memory and spares the recomputation of :math:`xW^T`. Should ``h`` have changed in
+    place before backward (its version moved), or backward run twice, it is recomputed.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = F.linear(x, weight, bias).relu_()
-        ctx.save_for_backward(x, weight, bias)
-        ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(h)
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        h: torch.Tensor,
+        sign: float,
+        threshold: float,
+        share: float,
+        running: torch.Tensor | None,
+        momentum: float,
+        peer_norm: float,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rows, units = h.shape
+        # u = s * (threshold - G), with G the squared row norm (one pass, no temporary).
+        u = torch.linalg.vector_norm(h, dim=1).square_().sub_(threshold).mul_(-sign)
+        loss = F.softplus(u).mean().mul_(share)
+        deviation = new_running = None
+        if running is not None and peer_norm > 0:
+            new_running = torch.lerp(running, h.mean(dim=0), 1.0 - momentum)
+            deviation = new_running.mean() - new_running
+            loss = loss + peer_norm * deviation.square().mean()
+        ctx.save_for_backward(x, weight, bias, u, deviation)
+        ctx.constants = (sign, share, momentum, peer_norm)
         # Not save_for_backward: that would count the output as a second saved activation.
-        # h has no grad_fn (non-differentiable), so holding it here makes no reference cycle.
         ctx.output, ctx.output_version = h, h._version
-        goodness = torch.linalg.vector_norm(h, dim=1).square_()
-        return goodness, h.mean(dim=0), h
+        if new_running is not None:
+            ctx.mark_non_differentiable(new_running)
+        return loss, new_running
 
     @staticmethod
-    def backward(
-        ctx: Any,
-        grad_goodness: torch.Tensor | None,
-        grad_activity: torch.Tensor | None,
-        _grad_h: torch.Tensor | None,
-    ) -> Any:
-        x, weight, bias = ctx.saved_tensors
+    def backward(ctx: Any, grad_loss: torch.Tensor, _grad_running: Any) -> Any:
+        x, weight, bias, u, deviation = ctx.saved_tensors
+        sign, share, momentum, peer_norm = ctx.constants
         h, ctx.output = ctx.output, None  # released as soon as it is used
-        rows = x.shape[0]
-        if grad_goodness is not None:
-            if h is None or h._version != ctx.output_version:
-                h = F.linear(x, weight, bias).relu_()
-            scale = (2 * grad_goodness).unsqueeze(1)
-            if grad_activity is not None:  # (N, units): d(goodness) + d(activity) in one op
-                grad_z = torch.addcmul(grad_activity / rows, h, scale)
-            else:
-                grad_z = h * scale
+        if h is None or h._version != ctx.output_version:
+            h = F.linear(x, weight, bias).relu_()
+        rows, units = h.shape
+        # d(loss)/d(G_i) * 2: softplus' = sigmoid.
+        scale = torch.sigmoid(u).mul_(grad_loss * (-2.0 * sign * share / rows)).unsqueeze(1)
+        if deviation is not None:  # (N, units): goodness and activity parts in one op
+            unit = deviation * (grad_loss * (-2.0 * peer_norm * (1.0 - momentum) / (units * rows)))
+            grad_z = torch.addcmul(unit, h, scale)
         else:
-            grad_z = (grad_activity / rows).expand(rows, weight.shape[0])
+            grad_z = h * scale
         grad_x = grad_z @ weight if ctx.needs_input_grad[0] else None
         grad_w = grad_z.t() @ x
         grad_b = grad_z.sum(dim=0) if bias is not None else None
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
 class FFLayer(nn.Module):
     """A hidden layer of a Forward-Forward network: normalise, Linear, ReLU.
 
-    In training with gradients on, the layer computes its goodness and mean activity in the
-    same fused pass; they wait in ``pending`` for the stage's signal. Otherwise it is a
-    plain forward pass.
+    In training with gradients on, the layer's input and output wait in ``pending`` for the
+    stage's signal, which builds the layer's loss and its gradient from them (``Goodness``);
+    the output itself is computed without a graph. Otherwise it is a plain forward pass.
     """
 
     def __init__(self, linear: nn.Linear) -> None:
@@ -190,10 +210,11 @@ class FFLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = rms_normalise(x.flatten(1))
-        if not (self.training and torch.is_grad_enabled()):
-            return F.linear(x, self.linear.weight, self.linear.bias).relu()
-        goodness, activity, h = _GoodnessLayer.apply(x, self.linear.weight, self.linear.bias)
-        self.pending = (goodness, activity)
+        learning = self.training and torch.is_grad_enabled()
+        with torch.no_grad():
+            h = F.linear(x, self.linear.weight, self.linear.bias).relu_()
+        if learning:
+            self.pending = (x, h)
         return h
 
 
@@ -207,6 +228,7 @@ class Goodness(Signal):
     :math:`\lambda\,\mathrm{mean}_j(\bar r - r_j)^2`, where :math:`r` is a running mean
     (momentum 0.9, kept in a buffer and checkpointed) of each unit's activity on positive
     data: units that are rarely on are pushed up, units always on are pushed down.
+    The loss and its gradient are one fused Function, ``_GoodnessLoss``.
     """
 
     MOMENTUM = 0.9
@@ -222,13 +244,22 @@ class Goodness(Signal):
         layer = self._layer[0]
         if layer.pending is None:
             raise RuntimeError("Goodness: the layer ran no training forward pass this step")
-        (goodness, activity), layer.pending = layer.pending, None
-        sign = 1.0 if target.positive else -1.0
-        loss = target.share * F.softplus(sign * (self.threshold - goodness)).mean()
-        if target.positive and self.peer_norm > 0:
-            running = self.running_activity * self.MOMENTUM + activity * (1 - self.MOMENTUM)
-            loss = loss + self.peer_norm * (running.mean() - running).pow(2).mean()
-            self.running_activity.copy_(running.detach())  # in place: the meter knows it
+        (x, out), layer.pending = layer.pending, None
+        peer = target.positive and self.peer_norm > 0
+        loss, running = _GoodnessLoss.apply(
+            x,
+            layer.linear.weight,
+            layer.linear.bias,
+            out,
+            1.0 if target.positive else -1.0,
+            self.threshold,
+            target.share,
+            self.running_activity if peer else None,
+            self.MOMENTUM,
+            self.peer_norm,
+        )
+        if running is not None:
+            self.running_activity.copy_(running)  # in place: the meter knows it
         return loss
 
 
