@@ -12,7 +12,7 @@ from locallearn.errors import UsageError
 from locallearn.measure.memory import SavedTensorMeter
 from locallearn.models import build_model
 from locallearn.rules import build_rule
-from locallearn.rules.ff import _GoodnessLoss, overlay, rms_normalise
+from locallearn.rules.ff import _GoodnessLoss, overlay, overlay_pair, rms_normalise
 from test_drtp import graph_leaves
 
 
@@ -41,6 +41,23 @@ def test_overlay_replaces_the_first_values_with_a_scaled_one_hot():
     neutral = overlay(x, None, classes=3)
     assert torch.allclose(neutral[:, :3], torch.tensor([[5 / 3] * 3, [4 / 3] * 3]))
     assert torch.equal(x[0, 0], torch.tensor([0.0, 5.0, 1.0, 2.0, 3.0])), "input modified"
+
+
+def test_overlay_pair_is_the_positive_and_the_negative_overlay():
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 4, 4)
+    y, wrong = torch.randint(0, 3, (5,)), torch.randint(0, 3, (5,))
+    pair = overlay_pair(x, y, wrong, classes=3)
+    assert torch.equal(pair, torch.cat([overlay(x, y, 3), overlay(x, wrong, 3)]))
+
+
+def test_a_run_steps_ff_with_the_fused_optimizer(digits_small):
+    from locallearn.config import config_from_mapping
+    from locallearn.engine.run import Run
+
+    cfg = config_from_mapping(dict(rule="ff", model="mlp", data="digits", epochs=1, width=8))
+    run = Run(cfg, dataset=digits_small)
+    assert run.optimizers and all(o.defaults["fused"] for o in run.optimizers)
 
 
 def test_rms_normalise_gives_unit_root_mean_square():
