@@ -289,17 +289,17 @@ def report(record: dict[str, Any]) -> None:
         f"{', '.join(f'{r:.2f}x' for r in s['round_ratios'])}); our act_bytes_peak "
         f"{peak[0]:,} B (one batch of one layer's input, as before).",
         "",
-        "What changed in `ff` (before: 1.49x, issue 11's measurement on this recipe): the layer's loss and its "
-        "gradient are one autograd Function whose backward reads the layer's output, which the "
-        "loop holds until the next layer anyway, instead of recomputing `xW^T` (a third of the "
-        "layer's matrix products); the readout's neutral-label features are computed once per "
-        "batch instead of once per half; the SGD step is fused (one kernel instead of four "
-        "passes over each 1000x1000 weight); positives and negatives are overlaid in one "
-        "buffer. Both sides now do the same matrix products; ours does each layer's in two "
-        "halves of 100 rows (positives, then negatives: the memory bound), which costs more "
-        "per row than the peer's one product over 200 rows, and wins it back on the fused "
-        "optimiser step and fewer elementwise passes. Faults: minor page faults per training "
-        "step (`ru_minflt`, counted in the CPU time as system time): both sides about equal.",
+        "What changed in `ff` (before: 1.49x, issue 11's measurement on this recipe): the "
+        "layer's loss and its gradient are one autograd Function whose backward reads the "
+        "layer's output, which the loop holds until the next layer anyway, instead of "
+        "recomputing `xW^T` (a third of the layer's matrix products); the readout's neutral-"
+        "label features are computed once per batch instead of once per half; the SGD step is "
+        "fused (one kernel instead of four passes over each 1000x1000 weight); positives and "
+        "negatives are overlaid in one buffer. Both sides now do the same matrix products; ours"
+        " does each layer's in two halves of 100 rows (positives, then negatives: the memory "
+        "bound), which costs more per row than the peer's one product over 200 rows, and wins "
+        "it back on the fused optimiser step and fewer elementwise passes. Faults: minor page "
+        "faults per training step (`ru_minflt`, counted in the CPU time as system time).",
     ]
     replace_section("ff-vs-peer", "\n".join(lines))
 
