@@ -297,8 +297,8 @@ def report(record: dict[str, Any]) -> None:
         "fused (one kernel instead of four passes over each 1000x1000 weight); positives and "
         "negatives are overlaid in one buffer. Both sides now do the same matrix products; ours"
         " does each layer's in two halves of 100 rows (positives, then negatives: the memory "
-        "bound), which costs more per row than the peer's one product over 200 rows, and wins "
-        "it back on the fused optimiser step and fewer elementwise passes. Faults: minor page "
+        "bound), which costs more per row than the peer's one product over 200 rows; the fused "
+        "optimiser step and fewer elementwise passes make up about as much. Faults: minor page "
         "faults per training step (`ru_minflt`, counted in the CPU time as system time).",
     ]
     replace_section("ff-vs-peer", "\n".join(lines))
