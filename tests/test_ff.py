@@ -12,7 +12,7 @@ from locallearn.errors import UsageError
 from locallearn.measure.memory import SavedTensorMeter
 from locallearn.models import build_model
 from locallearn.rules import build_rule
-from locallearn.rules.ff import _GoodnessLayer, overlay, rms_normalise
+from locallearn.rules.ff import _GoodnessLoss, overlay, overlay_pair, rms_normalise
 from test_drtp import graph_leaves
 
 
@@ -43,46 +43,95 @@ def test_overlay_replaces_the_first_values_with_a_scaled_one_hot():
     assert torch.equal(x[0, 0], torch.tensor([0.0, 5.0, 1.0, 2.0, 3.0])), "input modified"
 
 
+def test_overlay_pair_is_the_positive_and_the_negative_overlay():
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 4, 4)
+    y, wrong = torch.randint(0, 3, (5,)), torch.randint(0, 3, (5,))
+    pair = overlay_pair(x, y, wrong, classes=3)
+    assert torch.equal(pair, torch.cat([overlay(x, y, 3), overlay(x, wrong, 3)]))
+
+
+def test_a_run_steps_ff_with_the_fused_optimizer(digits_small):
+    from locallearn.config import config_from_mapping
+    from locallearn.engine.run import Run
+
+    cfg = config_from_mapping(dict(rule="ff", model="mlp", data="digits", epochs=1, width=8))
+    run = Run(cfg, dataset=digits_small)
+    assert run.optimizers and all(o.defaults["fused"] for o in run.optimizers)
+
+
 def test_rms_normalise_gives_unit_root_mean_square():
     h = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
     assert torch.allclose(rms_normalise(h).pow(2).mean(dim=1), torch.ones(2))
 
 
-def test_fused_goodness_layer_matches_the_plain_formula():
+def plain_goodness_loss(x, w, b, sign, share, running, peer_norm):
+    """The layer's loss written with autograd: the reference for the fused Function."""
+    z = x @ w.t() + b
+    h = torch.relu(z)
+    loss = share * F.softplus(sign * (w.shape[0] - h.pow(2).sum(1))).mean()
+    if running is None:
+        return loss, None
+    through = z + (h - z).detach()  # relu's value, identity's gradient (full-gradient ReLU)
+    r = running * 0.9 + 0.1 * through.mean(0)
+    return loss + peer_norm * (r.mean() - r).pow(2).mean(), r
+
+
+@pytest.mark.parametrize("positive", [True, False])
+@pytest.mark.parametrize("changed", [False, True])
+def test_fused_goodness_loss_matches_autograd_of_the_plain_formula(positive, changed):
     torch.manual_seed(0)
     x = torch.randn(6, 5, dtype=torch.double, requires_grad=True)
     w = torch.randn(4, 5, dtype=torch.double, requires_grad=True)
     b = torch.randn(4, dtype=torch.double, requires_grad=True)
-    c, d = torch.randn(6, dtype=torch.double), torch.randn(4, dtype=torch.double)
-    goodness, activity, h = _GoodnessLayer.apply(x, w, b)
-    got = torch.autograd.grad((c * goodness).sum() + (d * activity).sum(), [x, w, b])
-    z = x @ w.t() + b
-    ref_h = torch.relu(z)
-    through = z + (ref_h - z).detach()  # relu's value, identity's gradient
-    ref = (c * ref_h.pow(2).sum(1)).sum() + (d * through.mean(0)).sum()
-    want = torch.autograd.grad(ref, [x, w, b])
-    assert torch.allclose(h, ref_h) and not h.requires_grad
-    assert torch.allclose(goodness, ref_h.pow(2).sum(1))
-    assert torch.allclose(activity, ref_h.mean(0))
+    running = torch.rand(4, dtype=torch.double) if positive else None
+    sign = 1.0 if positive else -1.0
+    with torch.no_grad():
+        h = torch.relu(x @ w.t() + b)
+    loss, new_running = _GoodnessLoss.apply(x, w, b, h, sign, 4.0, 0.5, running, 0.9, 0.7)
+    if changed:  # backward must notice and recompute h rather than read the changed one
+        h.add_(3.0)
+    got = torch.autograd.grad(1.7 * loss, [x, w, b])
+    ref_loss, ref_running = plain_goodness_loss(x, w, b, sign, 0.5, running, 0.7)
+    want = torch.autograd.grad(1.7 * ref_loss, [x, w, b])
+    torch.testing.assert_close(loss, ref_loss.detach())
     for g, r in zip(got, want):
         torch.testing.assert_close(g, r)
-    # Without the activity term, a unit that is off gets no gradient (plain relu).
-    goodness, _, _ = _GoodnessLayer.apply(x, w, b)
-    only_goodness = torch.autograd.grad((c * goodness).sum(), [w])[0]
-    plain = torch.autograd.grad((c * torch.relu(x @ w.t() + b).pow(2).sum(1)).sum(), [w])[0]
-    torch.testing.assert_close(only_goodness, plain)
+    if positive:
+        torch.testing.assert_close(new_running, ref_running.detach())
+        assert not new_running.requires_grad
+    else:
+        assert new_running is None
 
 
-def test_fused_layer_saves_only_its_input():
+def test_fused_loss_saves_its_input_and_a_scalar_per_row_and_unit():
     torch.manual_seed(0)
     layer = torch.nn.Linear(30, 20)
     x = torch.randn(8, 30)
-    meter = SavedTensorMeter(exclude=[*layer.parameters()])
-    with meter:
-        goodness, activity, _ = _GoodnessLayer.apply(x, layer.weight, layer.bias)
-        assert meter.current == 8 * 30 * 4
-        (goodness.sum() + activity.sum()).backward()
-    assert meter.current == 0
+    with torch.no_grad():
+        h = torch.relu(layer(x))
+    for running, extra in ((torch.rand(20), 8 * 4 + 20 * 4), (None, 8 * 4)):
+        meter = SavedTensorMeter(exclude=[*layer.parameters()])
+        with meter:
+            loss, _ = _GoodnessLoss.apply(
+                x, layer.weight, layer.bias, h, 1.0, 20.0, 1.0, running, 0.9, 0.03
+            )
+            assert meter.current == 8 * 30 * 4 + extra
+            loss.backward()
+        assert meter.current == 0
+
+
+def test_fused_loss_backward_reuses_the_output_instead_of_a_second_product():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(30, 20)
+    x = torch.randn(8, 30)
+    with torch.no_grad():
+        h = torch.relu(layer(x))
+    loss, _ = _GoodnessLoss.apply(x, layer.weight, layer.bias, h, 1.0, 20.0, 1.0, None, 0.9, 0)
+    with torch.profiler.profile() as prof:
+        loss.backward()
+    products = [e.name for e in prof.events() if e.name in ("aten::addmm", "aten::linear")]
+    assert products == [], "backward recomputed the layer's output"
 
 
 def test_chunked_step_equals_one_loss_over_positives_and_negatives():

@@ -11,10 +11,13 @@ unit in use.
 
 Memory. A layer's weight gradient is ``sum_i g_i x_i^T`` with ``g_i`` a function of the row's
 output ``h_i = relu(W x_i + b)`` and a few scalars, so the local update needs only the
-layer input ``x``: the fused autograd Function below saves exactly that and recomputes ``h``
-in backward. Positives and negatives then learn as two parts of the step (``chunks``), one
-after the other, before the layer's single optimizer step: the gradient is the one of the
-whole 2B-row batch, and a layer holds B rows of its input at a time.
+layer input ``x`` beside ``h``, the layer's output, which the loop keeps until the next layer
+runs anyway: the fused autograd Function below (loss and gradient in one) saves ``x`` and
+a few scalars per row and unit, and reads ``h`` in backward (recomputing it only if it
+changed in place). Positives and negatives then learn as
+two parts of the step (``chunks``), one after the other, before the layer's single optimizer
+step: the gradient is the one of the whole 2B-row batch, and a layer holds B rows of its input
+at a time.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def rms_normalise(h: torch.Tensor) -> torch.Tensor:
     direction of the previous layer's activity reaches the next layer (a row of length
     sqrt(units), as in the careful public reimplementation; unit length would need weights
     sqrt(units) times larger for the same goodness)."""
-    return h / (h.pow(2).mean(dim=1, keepdim=True).sqrt() + EPS)
+    # ||h|| / sqrt(n) in one pass, without an (N, n) temporary of squares.
+    return h / (torch.linalg.vector_norm(h, dim=1, keepdim=True) * h.shape[1] ** -0.5 + EPS)
 
 
 def overlay(x: torch.Tensor, labels: torch.Tensor | None, classes: int) -> torch.Tensor:
@@ -90,6 +94,19 @@ def overlay(x: torch.Tensor, labels: torch.Tensor | None, classes: int) -> torch
     return flat
 
 
+def overlay_pair(
+    x: torch.Tensor, labels: torch.Tensor, wrong: torch.Tensor, classes: int
+) -> torch.Tensor:
+    """``cat([overlay(x, labels), overlay(x, wrong)])`` in one buffer: the positives and the
+    negatives share their image and so their scale, computed once."""
+    flat = x.flatten(1)
+    scale = flat.amax(dim=1, keepdim=True)
+    pair = flat.repeat(2, 1)
+    pair[:, :classes] = 0
+    pair.scatter_(1, torch.cat([labels, wrong]).view(-1, 1), scale.repeat(2, 1))
+    return pair
+
+
 @dataclass
 class FFTargets:
     """What every FF signal sees: the labels, the images (the linear readout computes its
@@ -103,54 +120,87 @@ class FFTargets:
     features: torch.Tensor | None = None
 
 
-class _GoodnessLayer(torch.autograd.Function):
-    r"""One FF layer, fused: :math:`h = \mathrm{relu}(xW^T + b)`, its goodness
-    :math:`G_i = \sum_j h_{ij}^2` per row and its mean activity :math:`a_j = \frac1N\sum_i
-    h_{ij}` per unit.
+class _GoodnessLoss(torch.autograd.Function):
+    r"""One FF layer's loss on one part of the rows, fused with its gradient (the formula of
+    ``Goodness``). Inputs: the layer's (normalised) input ``x``, its weights, its output
+    :math:`h = \mathrm{relu}(xW^T + b)` computed without a graph, and the loss's constants.
 
-    Saves only the input; ``h`` is recomputed in backward from ``x`` and the weights. ``h``
-    is returned as a non-differentiable output: the next layer learns from its own loss,
-    never through this one. The activity's gradient passes the ReLU as if it were the
-    identity (the reimplementation's "full-gradient ReLU"), so peer normalisation can wake
-    a unit that is silent on every row; the goodness gradient is 0 there either way.
+    Forward: :math:`G_i = \|h_i\|^2`, the softplus argument :math:`u_i = s(\theta - G_i)`,
+    the loss share :math:`\cdot\,\mathrm{mean}_i\,\mathrm{softplus}(u_i)`, and with peer
+    normalisation (:math:`\lambda > 0`) the running activity
+    :math:`r = m r_{old} + (1-m)\,\mathrm{mean}_i h_i` and :math:`\lambda\,\mathrm{mean}_j
+    d_j^2` with :math:`d = \bar r - r`. Returns the loss and :math:`r` (no gradient).
+
+    Backward, by hand: :math:`\partial L/\partial z_{ij} = -\frac{s\,\mathrm{share}}{N}
+    \sigma(u_i)\,2h_{ij} - \frac{2\lambda(1-m)}{JN} d_j`, where the activity's part passes the
+    ReLU as if it were the identity (the reimplementation's "full-gradient ReLU", so peer
+    normalisation can wake a unit that is silent on every row) and the goodness part is 0
+    where the ReLU is off either way; then :math:`\partial L/\partial W = (\partial L/\partial
+    z)^T x`. Saved: ``x``, ``u`` and ``d``, the same tensors autograd would keep for these
+    formulas. ``h`` is read again rather than saved: it is the layer's output, which the loop
+    holds until the next layer has run whether or not backward reads it, so reading it costs
+    no memory and spares the recomputation of :math:`xW^T`. Should ``h`` have changed in
+    place before backward (its version moved), or backward run twice, it is recomputed.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = F.linear(x, weight, bias).relu_()
-        ctx.save_for_backward(x, weight, bias)
-        ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(h)
-        return h.pow(2).sum(dim=1), h.mean(dim=0), h
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        h: torch.Tensor,
+        sign: float,
+        threshold: float,
+        share: float,
+        running: torch.Tensor | None,
+        momentum: float,
+        peer_norm: float,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rows, units = h.shape
+        # u = s * (threshold - G), with G the squared row norm (one pass, no temporary).
+        u = torch.linalg.vector_norm(h, dim=1).square_().sub_(threshold).mul_(-sign)
+        loss = F.softplus(u).mean().mul_(share)
+        deviation = new_running = None
+        if running is not None and peer_norm > 0:
+            new_running = torch.lerp(running, h.mean(dim=0), 1.0 - momentum)
+            deviation = new_running.mean() - new_running
+            loss = loss + peer_norm * deviation.square().mean()
+        ctx.save_for_backward(x, weight, bias, u, deviation)
+        ctx.constants = (sign, share, momentum, peer_norm)
+        # Not save_for_backward: that would count the output as a second saved activation.
+        ctx.output, ctx.output_version = h, h._version
+        if new_running is not None:
+            ctx.mark_non_differentiable(new_running)
+        return loss, new_running
 
     @staticmethod
-    def backward(
-        ctx: Any,
-        grad_goodness: torch.Tensor | None,
-        grad_activity: torch.Tensor | None,
-        _grad_h: torch.Tensor | None,
-    ) -> Any:
-        x, weight, bias = ctx.saved_tensors
-        if grad_goodness is not None:
-            grad_z = F.linear(x, weight, bias).relu_().mul_(2 * grad_goodness.unsqueeze(1))
+    def backward(ctx: Any, grad_loss: torch.Tensor, _grad_running: Any) -> Any:
+        x, weight, bias, u, deviation = ctx.saved_tensors
+        sign, share, momentum, peer_norm = ctx.constants
+        h, ctx.output = ctx.output, None  # released as soon as it is used
+        if h is None or h._version != ctx.output_version:
+            h = F.linear(x, weight, bias).relu_()
+        rows, units = h.shape
+        # d(loss)/d(G_i) * 2: softplus' = sigmoid.
+        scale = torch.sigmoid(u).mul_(grad_loss * (-2.0 * sign * share / rows)).unsqueeze(1)
+        if deviation is not None:  # (N, units): goodness and activity parts in one op
+            unit = deviation * (grad_loss * (-2.0 * peer_norm * (1.0 - momentum) / (units * rows)))
+            grad_z = torch.addcmul(unit, h, scale)
         else:
-            grad_z = x.new_zeros(x.shape[0], weight.shape[0])
-        if grad_activity is not None:
-            grad_z += grad_activity / x.shape[0]
+            grad_z = h * scale
         grad_x = grad_z @ weight if ctx.needs_input_grad[0] else None
         grad_w = grad_z.t() @ x
         grad_b = grad_z.sum(dim=0) if bias is not None else None
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
 class FFLayer(nn.Module):
     """A hidden layer of a Forward-Forward network: normalise, Linear, ReLU.
 
-    In training with gradients on, the layer computes its goodness and mean activity in the
-    same fused pass; they wait in ``pending`` for the stage's signal. Otherwise it is a
-    plain forward pass.
+    In training with gradients on, the layer's input and output wait in ``pending`` for the
+    stage's signal, which builds the layer's loss and its gradient from them (``Goodness``);
+    the output itself is computed without a graph. Otherwise it is a plain forward pass.
     """
 
     def __init__(self, linear: nn.Linear) -> None:
@@ -160,10 +210,11 @@ class FFLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = rms_normalise(x.flatten(1))
-        if not (self.training and torch.is_grad_enabled()):
-            return F.linear(x, self.linear.weight, self.linear.bias).relu()
-        goodness, activity, h = _GoodnessLayer.apply(x, self.linear.weight, self.linear.bias)
-        self.pending = (goodness, activity)
+        learning = self.training and torch.is_grad_enabled()
+        with torch.no_grad():
+            h = F.linear(x, self.linear.weight, self.linear.bias).relu_()
+        if learning:
+            self.pending = (x, h)
         return h
 
 
@@ -177,6 +228,7 @@ class Goodness(Signal):
     :math:`\lambda\,\mathrm{mean}_j(\bar r - r_j)^2`, where :math:`r` is a running mean
     (momentum 0.9, kept in a buffer and checkpointed) of each unit's activity on positive
     data: units that are rarely on are pushed up, units always on are pushed down.
+    The loss and its gradient are one fused Function, ``_GoodnessLoss``.
     """
 
     MOMENTUM = 0.9
@@ -192,13 +244,22 @@ class Goodness(Signal):
         layer = self._layer[0]
         if layer.pending is None:
             raise RuntimeError("Goodness: the layer ran no training forward pass this step")
-        (goodness, activity), layer.pending = layer.pending, None
-        sign = 1.0 if target.positive else -1.0
-        loss = target.share * F.softplus(sign * (self.threshold - goodness)).mean()
-        if target.positive and self.peer_norm > 0:
-            running = self.running_activity * self.MOMENTUM + activity * (1 - self.MOMENTUM)
-            loss = loss + self.peer_norm * (running.mean() - running).pow(2).mean()
-            self.running_activity.copy_(running.detach())  # in place: the meter knows it
+        (x, out), layer.pending = layer.pending, None
+        peer = target.positive and self.peer_norm > 0
+        loss, running = _GoodnessLoss.apply(
+            x,
+            layer.linear.weight,
+            layer.linear.bias,
+            out,
+            1.0 if target.positive else -1.0,
+            self.threshold,
+            target.share,
+            self.running_activity if peer else None,
+            self.MOMENTUM,
+            self.peer_norm,
+        )
+        if running is not None:
+            self.running_activity.copy_(running)  # in place: the meter knows it
         return loss
 
 
@@ -251,6 +312,9 @@ class ForwardForward(Rule):
         self.classes = classes
         self.schedule = schedule
         self.current = 0  # greedy schedule: the layer that learns in this epoch
+        # One kernel per SGD step instead of four passes over each 1000x1000 weight: the
+        # step was a tenth of a 3x1000 MNIST step's time.
+        self.fused_optimizer = True
         # The greedy schedule is layer after layer: --patience can drive it (engine.layerwise).
         self.layer_after_layer = schedule == "greedy"
         self.early_stopping = False
@@ -285,8 +349,7 @@ class ForwardForward(Rule):
         label."""
         shift = torch.randint(1, self.classes, y.shape, device=y.device)
         wrong = (y + shift) % self.classes
-        h = torch.cat([overlay(x, y, self.classes), overlay(x, wrong, self.classes)])
-        return h, FFTargets(y, x)
+        return overlay_pair(x, y, wrong, self.classes), FFTargets(y, x)
 
     def chunks(
         self, stage_index: int, h: torch.Tensor, target: FFTargets
@@ -294,21 +357,25 @@ class ForwardForward(Rule):
         """Two parts, each learning from half of the rows before the stage's one step: the
         same update as from the whole batch, with half of the graph alive at a time. A layer
         learns from the positives, then the negatives; the linear readout from each half of
-        the batch, whose neutral-label features it computes (without a graph) only then."""
+        the batch, with the neutral-label features of the whole batch computed (without a
+        graph) in one pass, each half copied out so that the classifier holds only its own."""
         if stage_index < len(self.layers):
             half = h.shape[0] // 2
             yield h[:half], dataclasses.replace(target, positive=True, share=0.5)
             yield h[half:], dataclasses.replace(target, positive=False, share=0.5)
             return
         rows = target.labels.shape[0]
+        with torch.no_grad():
+            features = self.features(target.images)
         for part in (slice(None, rows // 2), slice(rows // 2, None)):
             labels = target.labels[part]
-            with torch.no_grad():
-                features = self.features(target.images[part])
             yield (
                 h[part],
                 dataclasses.replace(
-                    target, labels=labels, features=features, share=labels.shape[0] / rows
+                    target,
+                    labels=labels,
+                    features=features[part].clone(),
+                    share=labels.shape[0] / rows,
                 ),
             )
 
