@@ -22,6 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+# First, as the CLI does: locallearn sets OMP_WAIT_POLICY=PASSIVE only before torch loads
+# (common imports torch), and spinning threads on a busy machine skew both timings.
+import locallearn  # noqa: F401
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, command_line, machine, replace_section, today  # noqa: E402
 
