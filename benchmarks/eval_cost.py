@@ -69,6 +69,7 @@ def main() -> None:
             s = resnet_run(Path(tmp))
             row = {k: s[k] for k in ("epoch_seconds", "eval_seconds", "threads", "test_acc")}
             row |= {"val_acc": s["val_acc"], "ratio": s["eval_seconds"] / s["epoch_seconds"]}
+            row["eval_folded"] = s.get("eval_folded")
             row["load"] = os.getloadavg()[0]
             print(json.dumps(row), flush=True)
             demo = demo_table(Path(tmp)) if args.demo else None

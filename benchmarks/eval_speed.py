@@ -1,14 +1,14 @@
-"""Ways to make evaluation cheaper, side by side: resnet20's forward over the MNIST test set.
+"""Ways to make evaluation cheaper, side by side: resnet20's forward over MNIST test images.
 
-Each variant runs one full pass over the 10,000 test images (no subsampling), the variants
-interleaved round after round so a change in the machine's load hits them all alike; the
-figure is each variant's best round divided by the baseline's best round (the evaluator as
-it was: ``torch.no_grad``, batch 100, the run's thread count). The network is a resnet20
-trained for 30 steps on MNIST so its BatchNorm statistics are not the identity; every
-variant's predictions are compared with the baseline's (argmax agreement, largest logit
-difference).
+Each variant runs one pass over the test images (all 10,000, or the first ``--limit``), the
+variants interleaved round after round so a change in the machine's load hits them all
+alike; the figure is the median over rounds of each variant's time over the baseline's in the
+same round (the baseline: the evaluator as it was, ``torch.no_grad``, batch 100, the run's
+thread count). The network is a resnet20 trained for 30 steps on MNIST so its BatchNorm
+statistics are not the identity; every variant's predictions are compared with the
+baseline's (argmax agreement, largest logit difference).
 
-    flock /tmp/locallearn-bench.lock python benchmarks/eval_speed.py
+    flock /tmp/locallearn-bench.lock python benchmarks/eval_speed.py --limit 3000
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from locallearn.engine.io import atomic_write_json  # noqa: E402
 from locallearn.models import MODELS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "eval_speed.json"
+BASELINE = "baseline: the network, no_grad, batch 100 (the evaluator before)"
+EVALUATOR = "BN folded + channels_last, batch 100 (the evaluator now)"
 DATA = str(ROOT.parent / "shared" / "data")
 
 
@@ -50,10 +53,10 @@ def trained_resnet(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     return net.eval()
 
 
-def folded(net: nn.Module) -> nn.Module:
+def folded(net: nn.Module, channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     from locallearn.engine.fold import BatchNormFold
 
-    view = BatchNormFold.of(net)
+    view = BatchNormFold.of(net, channels_last=channels_last)
     assert view is not None
     return view.refresh()
 
@@ -75,44 +78,27 @@ def forward_pass(
 
 
 def variants(net: nn.Module, threads: int) -> dict[str, Callable[[torch.Tensor], tuple]]:
-    fold = folded(net)
-    inplace = copy.deepcopy(fold)
-    for m in inplace.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = True  # safe here: after the fold each ReLU's input feeds nothing else
-    cl = copy.deepcopy(fold).to(memory_format=torch.channels_last)
-    cl_plain = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    view = folded(net, channels_last=True)  # what the evaluator runs
+    nchw = folded(net, channels_last=False)
+    nhwc = copy.deepcopy(net).to(memory_format=torch.channels_last)
+
+    def to_nhwc(t: torch.Tensor) -> torch.Tensor:
+        return t.contiguous(memory_format=torch.channels_last)
+
     out: dict[str, Callable[[torch.Tensor], tuple]] = {
-        "baseline (no_grad, batch 100)": lambda x: forward_pass(net, x, 100),
+        BASELINE: lambda x: forward_pass(net, x, 100),
         "inference_mode": lambda x: forward_pass(net, x, 100, torch.inference_mode),
-        "BN folded": lambda x: forward_pass(fold, x, 100, torch.inference_mode),
-        "BN folded + in-place ReLU": lambda x: forward_pass(inplace, x, 100, torch.inference_mode),
-        "BN folded, no_grad": lambda x: forward_pass(fold, x, 100),
-        "BN folded, batch 50": lambda x: forward_pass(fold, x, 50, torch.inference_mode),
-        "BN folded, batch 250": lambda x: forward_pass(fold, x, 250, torch.inference_mode),
-        "BN folded, batch 500": lambda x: forward_pass(fold, x, 500, torch.inference_mode),
-        "channels_last": lambda x: forward_pass(
-            cl_plain,
-            x,
-            100,
-            torch.inference_mode,
-            lambda t: t.contiguous(memory_format=torch.channels_last),
-        ),
-        "BN folded + channels_last": lambda x: forward_pass(
-            cl,
-            x,
-            100,
-            torch.inference_mode,
-            lambda t: t.contiguous(memory_format=torch.channels_last),
-        ),
+        "channels_last": lambda x: forward_pass(nhwc, x, 100, prepare=to_nhwc),
+        "BN folded (NCHW)": lambda x: forward_pass(nchw, x, 100),
+        EVALUATOR: lambda x: forward_pass(view, x, 100),
+        "BN folded + channels_last, batch 50": lambda x: forward_pass(view, x, 50),
+        "BN folded + channels_last, batch 250": lambda x: forward_pass(view, x, 250),
     }
     try:
         frozen = torch.jit.optimize_for_inference(
             torch.jit.freeze(torch.jit.script(copy.deepcopy(net).eval()))
         )
-        out["TorchScript freeze + optimize_for_inference"] = lambda x: forward_pass(
-            frozen, x, 100, torch.inference_mode
-        )
+        out["TorchScript freeze + optimize_for_inference"] = lambda x: forward_pass(frozen, x, 100)
     except Exception as e:  # recorded, not fatal: the other variants still compare
         print(f"torchscript: {type(e).__name__}: {e}", file=sys.stderr)
     if threads > 1:
@@ -120,18 +106,18 @@ def variants(net: nn.Module, threads: int) -> dict[str, Callable[[torch.Tensor],
         def one_thread(x: torch.Tensor) -> tuple:
             torch.set_num_threads(1)
             try:
-                return forward_pass(fold, x, 100, torch.inference_mode)
+                return forward_pass(view, x, 100)
             finally:
                 torch.set_num_threads(threads)
 
-        out["BN folded, 1 thread"] = one_thread
+        out["BN folded + channels_last, 1 thread"] = one_thread
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=None, help="test images (smoke test)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=None, help="the first N test images")
     args = parser.parse_args()
     data = load_dataset("mnist", data_dir=DATA)
     x, y = data.x_test, data.y_test
@@ -141,25 +127,27 @@ def main() -> None:
     threads = torch.get_num_threads()
     runs = variants(net, threads)
     best: dict[str, float] = {}
+    paired: dict[str, list[float]] = {name: [] for name in runs}
     outputs: dict[str, torch.Tensor] = {}
     for fn in runs.values():  # warm-up, not timed: first-call costs (oneDNN primitives, JIT)
         fn(x[:300])
     for _ in range(args.rounds):
+        took = {}
         for name, fn in runs.items():
-            seconds, logits = fn(x)
-            best[name] = min(best.get(name, float("inf")), seconds)
-            outputs[name] = logits
-            print(f"{name}: {seconds:.2f} s", flush=True)
-    ref = outputs["baseline (no_grad, batch 100)"]
-    base = best["baseline (no_grad, batch 100)"]
+            took[name], outputs[name] = fn(x)
+            best[name] = min(best.get(name, float("inf")), took[name])
+            print(f"{name}: {took[name]:.2f} s", flush=True)
+        for name in runs:  # within one round: the load of the moment is shared
+            paired[name].append(took[name] / took[BASELINE])
+    ref = outputs[BASELINE]
     rows = []
     for name in runs:
         agree = float((outputs[name].argmax(1) == ref.argmax(1)).float().mean())
         diff = float((outputs[name] - ref).abs().max())
         acc = float((outputs[name].argmax(1) == y).float().mean())
         rows.append(
-            dict(name=name, seconds=best[name], ratio=best[name] / base, agree=agree,
-                 max_logit_diff=diff, acc=acc)
+            dict(name=name, seconds=best[name], ratio=statistics.median(paired[name]),
+                 ratios=paired[name], agree=agree, max_logit_diff=diff, acc=acc)
         )  # fmt: skip
     load = os.getloadavg()
     atomic_write_json(RESULTS, {"threads": threads, "images": int(x.shape[0]), "rows": rows,
@@ -171,13 +159,14 @@ def main() -> None:
         f"- machine: {machine()}; date: {today()}; {threads} threads; load average "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end",
         f"- one pass over {x.shape[0]:,} MNIST test images per variant and round, "
-        f"{args.rounds} rounds interleaved, best round each; 'vs baseline' divides by the "
-        "baseline's best round (after one untimed warm-up pass each). Agreement: the "
+        f"{args.rounds} rounds interleaved (after one untimed warm-up pass each); 'vs "
+        "baseline' is the median over rounds of the variant's time over the baseline's in "
+        "the same round, 'best s' the variant's fastest round. Agreement: the "
         "fraction of images whose predicted class is the baseline's; max |diff|: the largest "
         "logit difference from the baseline.",
         f"- raw results: `{RESULTS.relative_to(ROOT)}`",
         "",
-        "| variant | seconds | vs baseline | agreement | max abs diff | acc |",
+        "| variant | best s | vs baseline | agreement | max abs diff | acc |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
