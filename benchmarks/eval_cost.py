@@ -45,6 +45,29 @@ def resnet_run(tmp: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def side_by_side(tmp: Path, pairs: int) -> list[dict]:
+    """The same command with the folded view off and on, alternated ``pairs`` times."""
+    from unittest import mock
+
+    from locallearn.engine.fold import BatchNormFold
+
+    off = classmethod(lambda cls, network, channels_last=True: None)
+    out = []
+    for i in range(pairs):
+        for folded in (False, True):
+            with contextlib.ExitStack() as stack:
+                if not folded:
+                    stack.enter_context(mock.patch.object(BatchNormFold, "of", off))
+                s = resnet_run(tmp / f"ab{i}{int(folded)}")
+            out.append(
+                dict(folded=s["eval_folded"], epoch_seconds=s["epoch_seconds"],
+                     eval_seconds=s["eval_seconds"], test_acc=s["test_acc"],
+                     ratio=s["eval_seconds"] / s["epoch_seconds"], load=os.getloadavg()[0])
+            )  # fmt: skip
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def demo_table(tmp: Path) -> tuple[str, int]:
     """`make demo`'s command, and the table it prints."""
     buffer = io.StringIO()
@@ -60,10 +83,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demo", action="store_true", help="also run make demo's compare")
     parser.add_argument("--report-only", action="store_true", help="report the saved JSON")
+    parser.add_argument("--ab", type=int, default=0, help="also N pairs of runs, fold off/on")
     args = parser.parse_args()
     if args.report_only:
         saved = json.loads(RESULTS.read_text())
-        row, demo = saved["resnet20"], saved["demo"]
+        row, demo, ab = saved["resnet20"], saved["demo"], saved.get("ab")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             s = resnet_run(Path(tmp))
@@ -73,10 +97,12 @@ def main() -> None:
             row["load"] = os.getloadavg()[0]
             print(json.dumps(row), flush=True)
             demo = demo_table(Path(tmp)) if args.demo else None
-        atomic_write_json(RESULTS, {"resnet20": row, "demo": demo})
+            ab = side_by_side(Path(tmp), args.ab) if args.ab else None
+        atomic_write_json(RESULTS, {"resnet20": row, "demo": demo, "ab": ab})
     command = command_line()
     if args.report_only:  # the command that made the saved figures
         command = "python benchmarks/eval_cost.py" + (" --demo" if demo else "")
+        command += f" --ab {len(ab) // 2}" if ab else ""
     lines = [
         "## Evaluation cost: resnet20 on 4,000 MNIST images, 2 epochs (issue 11)",
         "",
@@ -118,6 +144,20 @@ def main() -> None:
         "Evaluation batch size: see 'Evaluation speed' (batch 50, 100, 250 side by side); "
         "batch 100 stays.",
     ]
+    if ab:
+        lines += [
+            "",
+            "Side by side, the same command with the folded view off and on, alternated "
+            "(same weights, same accuracies: evaluation never trains):",
+            "",
+            "| run | folded | epoch_seconds | eval_seconds | ratio | load |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {i + 1} | {r['folded']} | {r['epoch_seconds']:.1f} | "
+                f"{r['eval_seconds']:.1f} | {r['ratio']:.2f}x | {r['load']:.1f} |"
+                for i, r in enumerate(ab)
+            ),
+        ]
     if demo is not None:
         lines += [
             "",
