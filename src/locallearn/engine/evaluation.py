@@ -16,7 +16,8 @@ models, and rules with their own ``predict``, are evaluated as they are.
 
 Evaluation runs at ``EVAL_BATCH`` samples per batch: on CPU a conv net's forward pass costs
 more per sample in large batches (measured, resnet20 on MNIST, one thread: 3.1-3.9 ms per
-sample at batch 50-100, 4.1-4.8 at 250, 8.1 at 1,000; BENCHMARKS.md, "evaluation cost").
+sample at batch 50-100, 4.1-4.8 at 250, 8.1 at 1,000, for issue 11; with the folded view,
+batch 50, 100 and 250 side by side: BENCHMARKS.md, "evaluation speed").
 
 On a regression dataset every ``*_acc`` key is None (the summary keeps it: DESIGN.md requires
 ``test_acc`` and ``train_acc``) and ``*_r2`` (the figure compared, kept best by

@@ -3,8 +3,8 @@
 In eval mode a BatchNorm is a per-channel affine map, ``(z - mean) / sqrt(var + eps) * gamma
 + beta``, so a conv whose only consumer is that BatchNorm equals one conv with rescaled
 weights and a bias: the same function up to float rounding, with one pass over the
-activations fewer (BatchNorm was 9% of resnet20's eval forward on CPU; BENCHMARKS.md,
-"evaluation speed").
+activations fewer (BatchNorm was 9% of resnet20's eval forward in a CPU profile; the view
+as a whole: BENCHMARKS.md, "evaluation speed").
 
 The folded 2-D convs are kept in channels_last memory layout and 4-D inputs are converted to
 it: oneDNN's convolutions at resnet20's 16-32 channels run faster on NHWC than on NCHW (the
@@ -13,7 +13,7 @@ same sums in another order: float rounding again; measured in the same section).
 The network is traced with torch.fx once; the traced module shares every other layer with
 the network (so their weights are always the live ones) and holds one new conv for each
 folded pair, whose weights ``refresh`` recomputes from the live conv and BatchNorm before
-each evaluation (microseconds, against a 0.3-1 s trace). Training never sees the view. A
+each evaluation (about a millisecond for resnet20, against a 0.3-1 s trace). Training never sees the view. A
 network fx cannot trace (data-dependent control flow) or with nothing to fold gives None:
 it is evaluated as it is.
 """
