@@ -13,9 +13,9 @@ same sums in another order: float rounding again; measured in the same section).
 The network is traced with torch.fx once; the traced module shares every other layer with
 the network (so their weights are always the live ones) and holds one new conv for each
 folded pair, whose weights ``refresh`` recomputes from the live conv and BatchNorm before
-each evaluation (about a millisecond for resnet20, against a 0.3-1 s trace). Training never sees the view. A
-network fx cannot trace (data-dependent control flow) or with nothing to fold gives None:
-it is evaluated as it is.
+each evaluation (about a millisecond for resnet20, against a 0.3-1 s trace). Training never
+sees the view. A network fx cannot trace (data-dependent control flow) or with nothing to
+fold gives None: it is evaluated as it is.
 """
 
 from __future__ import annotations
