@@ -137,9 +137,9 @@ def test_run_validates_per_epoch_and_tests_once(monkeypatch):
     calls = []
     real = evaluation.evaluate
 
-    def counting(rule, x, y, batch_size):
+    def counting(rule, x, y, batch_size, predict=None):
         calls.append(x.shape[0])
-        return real(rule, x, y, batch_size=batch_size)
+        return real(rule, x, y, batch_size=batch_size, predict=predict)
 
     monkeypatch.setattr(evaluation, "evaluate", counting)
     s = locallearn.train(rule="bp", model="mlp", **{**TINY, "epochs": 3})
@@ -165,6 +165,22 @@ def test_keep_best_reports_the_best_validation_epoch(tmp_path):
     curve = s["val_acc_curve"]
     assert s["best_val_acc"] == max(curve) and curve[s["best_epoch"] - 1] == max(curve)
     assert 0 <= s["best_test_acc"] <= 1
+
+
+def test_keep_best_at_the_last_epoch_tests_once(monkeypatch):
+    from locallearn.engine import evaluation
+
+    sizes = []
+    real = evaluation.evaluate
+
+    def counting(rule, x, y, batch_size, predict=None):
+        sizes.append(x.shape[0])
+        return real(rule, x, y, batch_size=batch_size, predict=predict)
+
+    monkeypatch.setattr(evaluation, "evaluate", counting)
+    s = locallearn.train(rule="bp", model="mlp", keep_best=True, **{**TINY, "epochs": 1})
+    assert s["best_epoch"] == 1 and s["best_test_acc"] == s["test_acc"]
+    assert sizes.count(s["test_size"]) == 1, sizes  # the kept weights are the run's own
 
 
 def test_validation_errors(capsys):

@@ -145,29 +145,46 @@ def train_epoch(
     return [m if c > 0 else None for m, c in zip(means, counts.tolist())], samples
 
 
+Predict = Callable[[torch.Tensor], torch.Tensor]
+
+
 @torch.no_grad()
-def evaluate(rule: Rule, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Accuracy of ``rule.predict`` on (x, y), in eval mode, as a fraction of the rows
+def evaluate(
+    rule: Rule,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1000,
+    predict: Predict | None = None,
+) -> float:
+    """Accuracy of ``rule.predict`` (or ``predict``, the same function made cheaper: the
+    evaluator's BatchNorm-folded view) on (x, y), in eval mode, as a fraction of the rows
     whose label is not negative."""
     rule.train(False)
+    predict = predict or rule.predict
     correct = 0
     for xb, yb in batches(x, y, batch_size):
-        correct += int((rule.predict(xb).argmax(dim=1) == yb).sum())
+        correct += int((predict(xb).argmax(dim=1) == yb).sum())
     # Negative labels mark rows outside the evaluated split (graph nodes): not counted.
     return correct / max(1, int((y >= 0).sum()))
 
 
 @torch.no_grad()
 def evaluate_regression(
-    rule: Rule, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+    rule: Rule,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1000,
+    predict: Predict | None = None,
 ) -> dict[str, float]:
-    """R^2 and RMSE of ``rule.predict`` on regression targets ``y`` (N,), in eval mode.
+    """R^2 and RMSE of ``rule.predict`` (or ``predict``, as in ``evaluate``) on regression
+    targets ``y`` (N,), in eval mode.
 
     R^2 = 1 - SS_res / SS_tot around the mean of ``y`` itself (scikit-learn's ``r2_score``);
     for a constant ``y`` (SS_tot = 0) it is 1.0 for an exact fit and 0.0 otherwise, as there.
     """
     rule.train(False)
-    preds = [rule.predict(xb).reshape(-1).double() for xb, _ in batches(x, y, batch_size)]
+    predict = predict or rule.predict
+    preds = [predict(xb).reshape(-1).double() for xb, _ in batches(x, y, batch_size)]
     pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.float64)
     target = y.reshape(-1).double()
     ss_res = float((target - pred).pow(2).sum())
