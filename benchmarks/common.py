@@ -1,6 +1,6 @@
 """Shared by benchmark scripts: machine description and writing results into BENCHMARKS.md."""
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (locallearn must load before torch, below)
 
 import os
 import platform
@@ -11,6 +11,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+# locallearn before torch, as the CLI: it sets OMP_WAIT_POLICY=PASSIVE, which only takes
+# effect before torch loads; spinning OpenMP threads would skew timings on a busy machine.
+import locallearn  # noqa: F401
 import torch
 
 from locallearn.engine.io import atomic_write_text
