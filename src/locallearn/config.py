@@ -107,6 +107,8 @@ class RunConfig:
     gb_refit: bool | None = _opt(
         "rule", "GBNN: refit each round's output layer by least squares at its end (default on)"
     )
+    # rules: monoforward (Gong, Li & Abdulla 2025)
+    mf_readout: str | None = _opt("rule", "Mono-Forward prediction: last|sum|output (default last)")
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")

@@ -12,6 +12,7 @@ from locallearn.rules import (  # noqa: F401  (registration)
     greedy,
     infopro,
     man,
+    monoforward,
     tpsgd,
 )
 from locallearn.rules.base import RULES, HeadLoss, Rule, Signal, Stage, TaskLoss, supervised_loss
