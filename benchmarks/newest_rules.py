@@ -11,7 +11,9 @@ data, beside the papers' own claims.
 
 Budget (2 shared cores, 1 thread per run): MNIST full (54,000 train / 6,000 validation /
 10,000 test), mlp 3x1000, 3 epochs; MNIST-1D (3,600 / 400 / 1,000), the default model cnn1d
-(a rule that cannot train it: mlp), 60 epochs. Timings matter here: run it under the lock.
+(a rule that cannot train it: mlp), 60 epochs; on MNIST a rule that cannot train the mlp gets
+cnn, and ``--rule-model noprop=M`` gives a rule its own model. Timings matter here: run it
+under the lock.
 
     flock /tmp/locallearn-bench.lock python benchmarks/newest_rules.py --rules bp,monoforward
     flock /tmp/locallearn-bench.lock python benchmarks/newest_rules.py --resume   # the rest
@@ -52,10 +54,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
         model="mlp",
         model_options=dict(depth=3, width=1000),
         epochs=3,
+        fallbacks=("cnn",),
     ),
-    "mnist1d": dict(data="mnist1d", data_dir=None, model="cnn1d", model_options={}, epochs=60),
+    "mnist1d": dict(
+        data="mnist1d",
+        data_dir=None,
+        model="cnn1d",
+        model_options={},
+        epochs=60,
+        fallbacks=("mlp",),  # the model's own defaults: 2x100
+    ),
 }
-FALLBACK_MODEL = ("mlp", {})  # the model's own defaults (MNIST-1D: 2x100)
 # The papers' own figures at the closest setting, for the table (percent test accuracy).
 CLAIMS = {
     "fwdgrad": "Ren et al. (ICLR 2023): ResNet-18-16b, CIFAR-10, 89.4% (activity) / 88.8% "
@@ -93,14 +102,16 @@ def loadavg() -> float | None:
 
 
 def model_for(rule: str, setting: dict[str, Any], overrides: dict[str, str]) -> tuple[str, dict]:
-    """The setting's model, or ``overrides[rule]``, or the fallback where the rule cannot
-    train the setting's model."""
+    """``overrides[rule]``, else the setting's model, else the first of its fallbacks (at
+    their own defaults) that the rule can train."""
     if rule in overrides:
         return overrides[rule], {}
     if rule_applies(rule, setting["model"]):
         return setting["model"], dict(setting["model_options"])
-    name, options = FALLBACK_MODEL
-    return name, dict(options)
+    for name in setting["fallbacks"]:
+        if rule_applies(rule, name):
+            return name, {}
+    raise SystemExit(f"rule {rule} trains none of {setting['model']}, {setting['fallbacks']}")
 
 
 def recipe_lr(rule: str) -> float:
@@ -137,12 +148,14 @@ def run_pair(
         "grid": grid,
         "seeds": seeds,
         "threads": THREADS,
+        "under_lock": not args.unlocked,
         "runs": [],
         "complete": False,
     }
     if path.exists() and args.resume:
         old = json.loads(path.read_text())
-        same = all(old.get(k) == record[k] for k in ("model", "epochs", "train_limit", "grid"))
+        keys = ("model", "epochs", "train_limit", "grid", "under_lock")
+        same = all(old.get(k, True) == record[k] for k in keys)
         if same and old.get("complete") and old.get("seeds") == seeds:
             print(f"[{data} {rule}] done, skipped", flush=True)
             return old
@@ -256,7 +269,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 vs[0],
                 f"{mem / 2**20:.2f} MiB",
                 vs[1],
-                f"{sec:.2f}",
+                f"{sec:.2f}" + ("" if record.get("under_lock", True) else " (no lock)"),
                 vs[2],
                 claim,
             ]
@@ -300,16 +313,18 @@ def section(results: list[dict[str, Any]]) -> str:
         "- load (1-minute loadavg before and after each run): "
         + (f"{min(loads):.2f} .. {max(loads):.2f}" if loads else "not recorded"),
         "- setting (defaults; each row shows its own): MNIST full (54,000 train, 6,000 "
-        "validation, 10,000 test), mlp 3x1000, 3 epochs; MNIST-1D (3,600 / 400 / 1,000), "
-        "cnn1d (a rule that cannot train it: mlp 2x100), 60 epochs; batch, optimiser and model "
-        "settings from each rule's recipe",
+        "validation, 10,000 test), mlp 3x1000 (a rule that cannot train it: cnn), 3 epochs; "
+        "MNIST-1D (3,600 / 400 / 1,000), cnn1d (else mlp 2x100), 60 epochs; "
+        "`--rule-model R=M` gives a rule its own model; batch, optimiser and model settings "
+        "from each rule's recipe",
         "- choice on validation only: the recipe's lr x0.3, x1, x3 on seed 0, the best "
         "validation accuracy chosen, then seeds 1 and 2 at it; a rule run with `--no-grid` "
         "or fewer seeds shows one lr or a smaller n. Test accuracy chose nothing.",
         "- act_bytes_peak: bytes saved for backward at the peak of a training step (exact, "
         "device-independent); s/epoch: training time only, the fastest of the chosen runs "
         "(the machine is shared: the least disturbed one), measured in this one script, one "
-        "run at a time under the lock, so the ratios to BP are side by side",
+        "run at a time under the lock, so the ratios to BP are side by side ('no lock': "
+        "a pair run with `--unlocked`, beside other jobs: its time is not comparable)",
         f"- raw results: `{RESULTS.relative_to(ROOT)}/<data>__<rule>.json`",
     ]
     if partial:
@@ -336,6 +351,11 @@ def main() -> None:
         "--rule-model", default="", help="per-rule model, e.g. noprop=noprop-cnn (comma-separated)"
     )
     parser.add_argument("--table", action="store_true", help="only rebuild the section")
+    parser.add_argument(
+        "--unlocked",
+        action="store_true",
+        help="say that this run is not under the benchmark lock (its timings are marked)",
+    )
     args = parser.parse_args()
     if not args.table:
         overrides = dict(p.split("=", 1) for p in args.rule_model.split(",") if p)
