@@ -224,6 +224,12 @@ def _fastest(runs: list[dict[str, Any]]) -> float:
     return min(float(r["epoch_seconds"]) for r in runs)
 
 
+def _load_range(runs: list[dict[str, Any]]) -> str:
+    """The 1-minute load averages seen around ``runs``, as 'low-high'."""
+    loads = [r[k] for r in runs for k in ("load_before", "load_after") if r.get(k) is not None]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     """One row per complete (data, rule): chosen lr (grid validation), test accuracy, and
     memory and time beside BP's on the same data."""
@@ -271,6 +277,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 vs[1],
                 f"{sec:.2f}" + ("" if record.get("under_lock", True) else " (no lock)"),
                 vs[2],
+                _load_range(runs),
                 claim,
             ]
         )
@@ -290,6 +297,7 @@ def section(results: list[dict[str, Any]]) -> str:
         "vs BP",
         "s/epoch (fastest)",
         "vs BP",
+        "load",
         "the paper's claim",
     ]
     done = [r for r in results if r.get("complete")]
