@@ -93,6 +93,10 @@ PAIR_EXCLUDED: dict[tuple[str, str], str] = {
         "unused) and takes no --blocks or --width; tests/test_noprop.py trains it on digits"
         for m in ("cnn", "resnet20", "vgg11")
     },
+    ("monoforward", "resnet20"): "refused with a UsageError (residual units); "
+    "tests/test_monoforward.py checks it",
+    ("monoforward", "mlp"): "mlp on these 500 MNIST-1D samples, 8 epochs: test acc 0.300, at "
+    "the bar (BP ~0.32); tests/test_monoforward.py trains it on digits (0.95)",
 }
 
 CASES = [

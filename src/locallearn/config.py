@@ -123,6 +123,8 @@ class RunConfig:
     np_embed_dim: int | None = _opt(
         "rule", "NoProp: dimension d of a learned embedding (default: the class count)"
     )
+    # rules: monoforward (Gong, Li & Abdulla 2025)
+    mf_readout: str | None = _opt("rule", "Mono-Forward prediction: last|sum|output (default last)")
     # datasets (options of one dataset entry; see data_options)
     # datasets: dsd (Lahoti et al. 2024) and shortcut (Hermann et al. 2024)
     patches: int | None = _opt("data", "DSD: number of patches k (default 4)")

@@ -52,6 +52,8 @@ def worker_support() -> list[tuple[str, bool, str]]:
             rows.append(
                 (name, True, "with --ff-readout sweep (the linear readout reads all layers)")
             )
+        elif name == "monoforward":
+            rows.append((name, True, "with --mf-readout last or output (sum reads all layers)"))
         else:
             rows.append((name, True, ""))
     return rows
@@ -69,6 +71,12 @@ def check_rule(rule_name: str, rule: Rule, workers: int, options: dict[str, Any]
             "rule 'ff' with --ff-readout linear cannot run on workers: the readout stage learns "
             "from the activities of every layer, which live on other workers; use "
             f"--ff-readout sweep or {fix}"
+        )
+    if RULES.canonical(rule_name) == "monoforward" and options.get("mf_readout") == "sum":
+        raise UsageError(
+            "rule 'monoforward' with --mf-readout sum cannot run on workers: it predicts from "
+            "the goodness of every layer, and the layers live on other workers; use "
+            f"--mf-readout last or {fix}"
         )
     if workers > rule.blocks:
         why = f" (rule {rule_name!r} {ONE_BLOCK[rule_name]})" if rule_name in ONE_BLOCK else ""

@@ -13,6 +13,7 @@ from locallearn.rules import (  # noqa: F401  (registration)
     greedy,
     infopro,
     man,
+    monoforward,
     noprop,
     tpsgd,
 )
