@@ -77,33 +77,43 @@ def train_stages(
     """
     losses = []
     resting: torch.Tensor | None = None  # one NaN for every resting stage (GBNN has hundreds)
+    trains, rest = rule.trains, rule.rest  # looked up once: GBNN's steps pass hundreds of stages
     for index in stages:
-        stage, optimizer = rule.stages[index], optimizers[index]
-        if not rule.trains(index):
-            h = rule.rest(index, h)
+        if not trains(index):
+            h = rest(index, h)
             if resting is None:
                 resting = torch.full((), float("nan"), device=h.device)
             losses.append(resting)
             if meter is not None:
                 meter.mark()
             continue
+        stage, optimizer = rule.stages[index], optimizers[index]
         assert optimizer is not None, f"stage {index} has no optimizer in this process"
         optimizer.zero_grad(set_to_none=True)
-        outputs, loss = [], torch.zeros((), device=h.device)
+        outputs: list[torch.Tensor] = []
+        loss: torch.Tensor | None = None
         for part, part_target in rule.chunks(index, h, target):
             with autocast() if autocast is not None else nullcontext():
                 out = stage.block(part.detach())  # nothing upstream is reachable
                 part_loss = stage.signal(out, part_target)
             part_loss.backward()  # frees this part's graph before the next part runs
             outputs.append(out)
-            loss = loss + part_loss.detach().float()
+            part_loss = part_loss.detach().float()
+            loss = part_loss if loss is None else loss + part_loss
         h = rule.join(index, outputs)
         optimizer.step()
         rule.after_step(index)
         if meter is not None:
             meter.mark()
-        losses.append(loss)
+        losses.append(loss if loss is not None else torch.zeros((), device=h.device))
     return losses, h
+
+
+def weighted_losses(losses: list[torch.Tensor], rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's stage losses times its rows, and the rows of the stages that trained
+    (a resting stage's loss is NaN): what an epoch's sample-weighted mean sums."""
+    stacked = torch.stack(losses)  # once per step: GBNN's steps carry hundreds of losses
+    return stacked.nan_to_num(nan=0.0) * rows, stacked.isfinite() * rows
 
 
 def train_epoch(
@@ -128,8 +138,7 @@ def train_epoch(
         metered = meter if step == 0 else None
         with metered if metered is not None else nullcontext():
             losses = train_step(rule, optimizers, x, y, metered, autocast)
-        weighted = torch.stack(losses).nan_to_num(nan=0.0) * x.shape[0]
-        active = torch.stack(losses).isfinite() * x.shape[0]
+        weighted, active = weighted_losses(losses, x.shape[0])
         totals = weighted if totals is None else totals + weighted
         counts = active if counts is None else counts + active
         samples += x.shape[0]

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from locallearn.config import RunConfig, to_toml
 from locallearn.engine.checkpoint import identity
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from locallearn.engine.loop import batches, train_stages
+from locallearn.engine.loop import batches, train_stages, weighted_losses
 from locallearn.engine.provenance import write_resumed, write_started
 from locallearn.engine.run import (
     CHECKPOINT_VERSION,
@@ -367,8 +367,7 @@ class PipelineRun:
                 if self.receiver is not None:
                     self.receiver.release()
                 rows = y.shape[0]
-                weighted = torch.stack(losses).nan_to_num(nan=0.0) * rows
-                active = torch.stack(losses).isfinite() * rows
+                weighted, active = weighted_losses(losses, rows)
                 totals = weighted if totals is None else totals + weighted
                 counts = active if counts is None else counts + active
                 samples += rows
