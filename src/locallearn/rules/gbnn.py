@@ -307,14 +307,16 @@ class WeakLearner(nn.Module):
 
 class ResidualFit(Signal):
     """Mean squared error of the round's output against its residual targets, in units of the
-    targets' RMS (1.0: no better than predicting 0)."""
+    targets' RMS (1.0: no better than predicting 0): ``weight`` is 1 / scale^2, set by the
+    rule with its learner's scale at the start of each round (a Python number: no tensor op
+    and no device sync per step)."""
 
-    def __init__(self, learner: WeakLearner) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._learner = (learner,)  # a tuple: not a submodule, the weights are the block's
+        self.weight = 1.0
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(h, y) / self._learner[0].scale.square()
+        return F.mse_loss(h, y) * self.weight
 
 
 # -- the rule -------------------------------------------------------------------------------
@@ -353,7 +355,7 @@ class GBNN(Rule):
         with torch.no_grad():
             for p in network.parameters():
                 p.zero_()
-        stages = [Stage(learner, ResidualFit(learner)) for learner in self.learners]
+        stages = [Stage(learner, ResidualFit()) for learner in self.learners]
         super().__init__(network, stages, cuts=[])
         # Built once: the engine asks for them several times a run, T modules each time.
         self._signals = nn.ModuleList(stage.signal for stage in self.stages)
@@ -475,7 +477,11 @@ class GBNN(Rule):
         train_targets = residual.to(x.dtype)
         learner = self.learners[r]
         assert isinstance(learner, WeakLearner)
-        learner.scale.fill_(float(scale) if float(scale) > 0 else 1.0)
+        value = float(scale) if float(scale) > 0 else 1.0
+        learner.scale.fill_(value)
+        signal = self.stages[r].signal
+        assert isinstance(signal, ResidualFit)
+        signal.weight = 1.0 / value / value  # inf, never a ZeroDivisionError, if it underflows
         self._round = {
             "index": r,
             "rows": rows,
