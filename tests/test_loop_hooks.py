@@ -163,3 +163,57 @@ def test_lr_schedules_by_epoch_and_as_applied_by_a_run(digits_small):
     assert all(len(set(lrs)) == 1 for lrs in seen)  # every block's optimizer alike
     with pytest.raises(UsageError, match="unknown --lr-schedule 'step'.*cooldown"):
         Run(config_from_mapping({"lr_schedule": "step"}), dataset=digits_small)
+
+
+def test_loss_totals_weigh_rows_skip_resting_and_flush_in_blocks(monkeypatch) -> None:
+    from locallearn.engine import loop
+
+    monkeypatch.setattr(loop.LossTotals, "FLUSH", 2)  # 5 steps: two full blocks and a rest
+    rest = loop.resting_loss(torch.device("cpu"))
+    steps = [
+        ([torch.tensor(1.0), rest, torch.tensor(4.0)], 10),
+        ([torch.tensor(3.0), rest, torch.tensor(float("nan"))], 30),
+        ([rest, rest, torch.tensor(2.0)], 20),
+        ([torch.tensor(5.0), rest, torch.tensor(6.0)], 40),
+        ([torch.tensor(0.5), rest, torch.tensor(1.0)], 1),
+    ]
+    sums = loop.LossTotals()
+    for losses, rows in steps:
+        sums.add(losses, rows)
+    result = sums.result()
+    assert result is not None
+    totals, counts = result
+    assert counts.tolist() == [81, 0, 71]  # a NaN loss counts no rows; resting ones neither
+    want = [1 * 10 + 3 * 30 + 5 * 40 + 0.5, 0.0, 4 * 10 + 2 * 20 + 6 * 40 + 1.0]
+    assert totals.tolist() == pytest.approx(want)
+    assert loop.LossTotals().result() is None
+
+
+def test_train_epoch_reports_the_sample_weighted_mean_of_each_stage() -> None:
+    from locallearn.engine import loop
+
+    class Fixed(Rule):
+        """Stage 0 always trains with loss = its batch's first target; stage 1 rests."""
+
+        def __init__(self) -> None:
+            lin = nn.Linear(1, 1)
+            super().__init__(nn.Sequential(lin), [Stage(lin, _FirstTarget())], cuts=[])
+            self.stages.append(Stage(nn.Identity(), _FirstTarget()))
+
+        def trains(self, stage_index: int) -> bool:
+            return stage_index == 0
+
+        def rest(self, stage_index: int, h: torch.Tensor) -> torch.Tensor:
+            return h
+
+    rule = Fixed()
+    optimizers = [torch.optim.SGD(rule.stages[0].block.parameters(), lr=0.0), None]
+    data = [(torch.zeros(n, 1), torch.full((n,), float(v))) for v, n in ((1, 2), (4, 6))]
+    means, samples = loop.train_epoch(rule, optimizers, iter(data))  # type: ignore[arg-type]
+    assert samples == 8 and means[1] is None
+    assert means[0] == pytest.approx((1 * 2 + 4 * 6) / 8)
+
+
+class _FirstTarget(nn.Module):
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y[0] + 0.0 * h.sum()

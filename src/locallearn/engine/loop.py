@@ -77,19 +77,21 @@ def train_stages(
     """
     losses = []
     resting: torch.Tensor | None = None  # one NaN for every resting stage (GBNN has hundreds)
+    trains, rest = rule.trains, rule.rest  # looked up once: GBNN's steps pass hundreds of stages
     for index in stages:
-        stage, optimizer = rule.stages[index], optimizers[index]
-        if not rule.trains(index):
-            h = rule.rest(index, h)
+        if not trains(index):
+            h = rest(index, h)
             if resting is None:
-                resting = torch.full((), float("nan"), device=h.device)
+                resting = resting_loss(h.device)
             losses.append(resting)
             if meter is not None:
                 meter.mark()
             continue
+        stage, optimizer = rule.stages[index], optimizers[index]
         assert optimizer is not None, f"stage {index} has no optimizer in this process"
         optimizer.zero_grad(set_to_none=True)
-        outputs, loss = [], torch.zeros((), device=h.device)
+        outputs: list[torch.Tensor] = []
+        loss: torch.Tensor | None = None
         for part, part_target in rule.chunks(index, h, target):
             own = rule.set_grads(index, part.detach(), part_target)
             if own is not None:  # the rule set .grad itself (forward gradients)
@@ -100,14 +102,84 @@ def train_stages(
                     part_loss = stage.signal(out, part_target)
                 part_loss.backward()  # frees this part's graph before the next part runs
             outputs.append(out)
-            loss = loss + part_loss.detach().float()
+            part_loss = part_loss.detach().float()
+            loss = part_loss if loss is None else loss + part_loss
         h = rule.join(index, outputs)
         optimizer.step()
         rule.after_step(index)
         if meter is not None:
             meter.mark()
-        losses.append(loss)
+        losses.append(loss if loss is not None else torch.zeros((), device=h.device))
     return losses, h
+
+
+_RESTING: dict[torch.device, torch.Tensor] = {}
+
+
+def resting_loss(device: torch.device) -> torch.Tensor:
+    """The loss ``train_stages`` reports for a resting stage: NaN, one tensor per device, so
+    an epoch's sums can skip it by identity."""
+    loss = _RESTING.get(device)
+    if loss is None:
+        loss = _RESTING[device] = torch.full((), float("nan"), device=device)
+    return loss
+
+
+class LossTotals:
+    """An epoch's per-stage sums of loss x rows, and of rows where the stage trained with a
+    finite loss, kept on the device.
+
+    Resting stages (``resting_loss``) are skipped, and the trained stages' losses are reduced
+    in blocks of ``FLUSH`` steps, one stack each: per-step reductions over every stage would
+    cost a step of tiny tensors (GBNN's, with hundreds of stages) a fifth of its time, and
+    holding every step's losses would grow with the epoch.
+    """
+
+    FLUSH = 256
+
+    def __init__(self) -> None:
+        self._losses: list[torch.Tensor] = []
+        self._stages: list[int] = []
+        self._rows: list[int] = []
+        self._steps = 0
+        self.blocks = 0
+        self.device = torch.device("cpu")
+        self.totals: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+
+    def add(self, losses: list[torch.Tensor], rows: int) -> None:
+        self.blocks = len(losses)
+        if losses:
+            self.device = losses[0].device
+        for index, loss in enumerate(losses):
+            if loss is not _RESTING.get(loss.device):
+                self._losses.append(loss)
+                self._stages.append(index)
+                self._rows.append(rows)
+        self._steps += 1
+        if self._steps % self.FLUSH == 0:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.totals is None and self._steps:
+            self.totals = torch.zeros(self.blocks, device=self.device)
+            self.counts = torch.zeros(self.blocks, dtype=torch.long, device=self.device)
+        if not self._losses or self.totals is None or self.counts is None:
+            return
+        device = self.totals.device
+        losses = torch.stack(self._losses).float()
+        stages = torch.tensor(self._stages).to(device, non_blocking=True)
+        rows = torch.tensor(self._rows).to(device, non_blocking=True)
+        self.totals.index_add_(0, stages, losses.nan_to_num(nan=0.0) * rows)
+        self.counts.index_add_(0, stages, losses.isfinite() * rows)
+        self._losses, self._stages, self._rows = [], [], []
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(totals, counts) per stage over every step added, None if there was none."""
+        self._flush()
+        if self.totals is None or self.counts is None:
+            return None
+        return self.totals, self.counts
 
 
 def train_epoch(
@@ -125,22 +197,20 @@ def train_epoch(
     loop never waits for the device.
     """
     rule.train(True)
-    totals: torch.Tensor | None = None
-    counts: torch.Tensor | None = None
+    sums = LossTotals()
     samples = 0
     for step, (x, y) in enumerate(data):
         metered = meter if step == 0 else None
         with metered if metered is not None else nullcontext():
             losses = train_step(rule, optimizers, x, y, metered, autocast)
-        weighted = torch.stack(losses).nan_to_num(nan=0.0) * x.shape[0]
-        active = torch.stack(losses).isfinite() * x.shape[0]
-        totals = weighted if totals is None else totals + weighted
-        counts = active if counts is None else counts + active
+        sums.add(losses, x.shape[0])
         samples += x.shape[0]
         if on_batch is not None:
             on_batch()
-    if totals is None or counts is None:
+    result = sums.result()
+    if result is None:
         return [None] * rule.blocks, 0
+    totals, counts = result
     means = (totals / counts.clamp(min=1)).tolist()
     return [m if c > 0 else None for m, c in zip(means, counts.tolist())], samples
 

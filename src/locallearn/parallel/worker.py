@@ -32,7 +32,7 @@ import torch.distributed as dist
 from locallearn.config import RunConfig, to_toml
 from locallearn.engine.checkpoint import identity
 from locallearn.engine.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from locallearn.engine.loop import batches, train_stages
+from locallearn.engine.loop import LossTotals, batches, train_stages
 from locallearn.engine.provenance import write_resumed, write_started
 from locallearn.engine.run import (
     CHECKPOINT_VERSION,
@@ -335,8 +335,7 @@ class PipelineRun:
                     epoch,
                 )
             busy = 0.0
-            totals: torch.Tensor | None = None
-            counts: torch.Tensor | None = None
+            sums = LossTotals()
             samples = 0
             for counter in (self.receiver, self.sender):
                 if counter is not None:
@@ -367,10 +366,7 @@ class PipelineRun:
                 if self.receiver is not None:
                     self.receiver.release()
                 rows = y.shape[0]
-                weighted = torch.stack(losses).nan_to_num(nan=0.0) * rows
-                active = torch.stack(losses).isfinite() * rows
-                totals = weighted if totals is None else totals + weighted
-                counts = active if counts is None else counts + active
+                sums.add(losses, rows)
                 samples += rows
                 if bar:
                     bar.update()
@@ -379,7 +375,9 @@ class PipelineRun:
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
             seconds = time.perf_counter() - start
-            assert totals is not None and counts is not None
+            result = sums.result()
+            assert result is not None
+            totals, counts = result
             report = {
                 "totals": totals.tolist(),
                 "counts": counts.tolist(),

@@ -273,15 +273,23 @@ ACTIVATION_FNS = {
 }
 
 
+class _GlorotLinear(nn.Linear):
+    """A linear layer left uninitialised by its constructor: ``glorot_`` sets it (torch's
+    default init would draw twice as many random numbers, all overwritten)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class WeakLearner(nn.Module):
     """One round: Flatten, J hidden units, the activation, one output per target column,
     times a fixed ``scale`` (the RMS of the round's targets; see the module docstring)."""
 
     def __init__(self, inputs: int, units: int, outputs: int, activation: str) -> None:
         super().__init__()
-        self.hidden = nn.Linear(inputs, units)
+        self.hidden = _GlorotLinear(inputs, units)
         self.act = ACTIVATIONS[activation]()
-        self.out = nn.Linear(units, outputs)
+        self.out = _GlorotLinear(units, outputs)
         self.activation = activation
         glorot_(self.hidden, activation)
         glorot_(self.out, activation)
@@ -299,14 +307,16 @@ class WeakLearner(nn.Module):
 
 class ResidualFit(Signal):
     """Mean squared error of the round's output against its residual targets, in units of the
-    targets' RMS (1.0: no better than predicting 0)."""
+    targets' RMS (1.0: no better than predicting 0): ``weight`` is 1 / scale^2, set by the
+    rule with its learner's scale at the start of each round (a Python number: no tensor op
+    and no device sync per step)."""
 
-    def __init__(self, learner: WeakLearner) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._learner = (learner,)  # a tuple: not a submodule, the weights are the block's
+        self.weight = 1.0
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(h, y) / self._learner[0].scale.square()
+        return F.mse_loss(h, y) * self.weight
 
 
 # -- the rule -------------------------------------------------------------------------------
@@ -345,8 +355,10 @@ class GBNN(Rule):
         with torch.no_grad():
             for p in network.parameters():
                 p.zero_()
-        stages = [Stage(learner, ResidualFit(learner)) for learner in self.learners]
+        stages = [Stage(learner, ResidualFit()) for learner in self.learners]
         super().__init__(network, stages, cuts=[])
+        # Built once: the engine asks for them several times a run, T modules each time.
+        self._signals = nn.ModuleList(stage.signal for stage in self.stages)
         self.fused_optimizer = True  # T stages of four tiny tensors each
         self.model_name = f"gbnn-{rounds}x{units}"
         # Drawn from the global generator right after the run's manual_seed: the subsamples
@@ -359,6 +371,8 @@ class GBNN(Rule):
         self.current = 0
         self._epoch, self._epochs = 0, 1
         self._round: dict[str, Any] | None = None  # the current round's rows and targets
+        # (y, x, next round, encoded targets, F): what the next round's start would recompute
+        self._cache: tuple[Any, ...] | None = None
         self._step = -1  # global step index of the batch in flight
 
     # -- schedule ------------------------------------------------------------------------
@@ -438,10 +452,18 @@ class GBNN(Rule):
         # The boosting arithmetic in float64, as the package's numpy: in float32 a softmax
         # saturates (p == 1 exactly) once a class leads by ~17, the Newton step's denominator
         # p (1 - p) becomes 0 and rho explodes; float64 holds out to ~37.
-        target = self.loss_fn.encode(y).to(x.device, torch.float64)
+        cached = self._cache
+        if cached is not None and cached[0] is y and cached[1] is x and cached[2] == r:
+            target, raw = cached[3], cached[4]  # from the previous round's end, same rows
+        else:
+            target = self.loss_fn.encode(y).to(x.device, torch.float64)
+            raw = None
         if r == 0:
             self.f0 = self.loss_fn.init(target).float().cpu()
-        residual = self.loss_fn.residual(target, self.raw(x).double())
+        if raw is None:
+            raw = self.raw(x).double()
+        self._cache = None
+        residual = self.loss_fn.residual(target, raw)
         n = x.shape[0]
         if self.subsample < 1.0:
             # int(subsample * n) rows without replacement, as the package's
@@ -455,7 +477,11 @@ class GBNN(Rule):
         train_targets = residual.to(x.dtype)
         learner = self.learners[r]
         assert isinstance(learner, WeakLearner)
-        learner.scale.fill_(float(scale) if float(scale) > 0 else 1.0)
+        value = float(scale) if float(scale) > 0 else 1.0
+        learner.scale.fill_(value)
+        signal = self.stages[r].signal
+        assert isinstance(signal, ResidualFit)
+        signal.weight = 1.0 / value / value  # inf, never a ZeroDivisionError, if it underflows
         self._round = {
             "index": r,
             "rows": rows,
@@ -463,6 +489,7 @@ class GBNN(Rule):
             "targets": train_targets,
             "encoded": target,
             "x": x,
+            "y": y,
             "pass": -1,
             "order": rows,
             "batch": None,
@@ -482,9 +509,7 @@ class GBNN(Rule):
         assert isinstance(learner, WeakLearner)
         if self.refit:
             self._refit_output(learner, rd)
-        learner.train(False)
-        f = learner(rd["x"]).double()
-        learner.train(True)
+        f = learner(rd["x"]).double()  # no dropout or norm layers: no eval mode needed
         rho = self.eta * self.loss_fn.step(rd["encoded"], rd["residual"], f)
         rho = torch.nan_to_num(rho, nan=0.0, posinf=0.0, neginf=0.0)  # f == 0: no step
         self.rhos[r] = float(rho)
@@ -493,6 +518,7 @@ class GBNN(Rule):
         self.train_losses.append(float(self.loss_fn.loss(rd["encoded"], raw)))
         self.finished = r + 1
         self._round = None
+        self._cache = (rd["y"], rd["x"], r + 1, rd["encoded"], raw)
 
     @staticmethod
     @torch.no_grad()
@@ -524,13 +550,13 @@ class GBNN(Rule):
         hidden.weight[units] = learner.hidden.weight
         hidden.bias[units] = learner.hidden.bias
         gain = 2.0 if self.loss_fn.name == "binary" else 1.0
-        weight = float(self.rhos[r]) * learner.scale * learner.out.weight  # (outputs, J)
-        bias = self.f0.to(out.bias.device).clone()
-        for s in range(r + 1):
-            prev = self.learners[s]
-            assert isinstance(prev, WeakLearner)
-            bias += float(self.rhos[s]) * prev.scale * prev.out.bias
+        rho = float(self.rhos[r])
+        weight = rho * learner.scale * learner.out.weight  # (outputs, J)
         rows = slice(1, 2) if gain == 2.0 else slice(None)
+        # F0 plus every finished round's rho * bias, summed in round order: the bias so far
+        # (over the gain, a power of two: exact) plus this round's term.
+        bias = self.f0.to(out.bias.device).clone() if r == 0 else out.bias[rows] / gain
+        bias += rho * learner.scale * learner.out.bias
         out.weight[rows, units] = gain * weight
         out.bias[rows] = gain * bias
 
@@ -542,11 +568,8 @@ class GBNN(Rule):
 
     def learner_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """(finished rounds, N, outputs): each finished round's weak learner on x."""
-        outs = []
-        for learner in list(self.learners)[: self.finished]:
-            learner.train(False)
-            outs.append(learner(x))
-            learner.train(True)
+        # A weak learner has no dropout or norm layer: its mode does not change its output.
+        outs = [learner(x) for learner in list(self.learners)[: self.finished]]
         return torch.stack(outs) if outs else x.new_zeros(0, x.shape[0], self.outputs)
 
     @torch.no_grad()
@@ -571,6 +594,9 @@ class GBNN(Rule):
         }
 
     # -- bookkeeping ----------------------------------------------------------------------
+    def signal_modules(self) -> nn.ModuleList:
+        return self._signals
+
     def to(self, device: torch.device | str) -> GBNN:
         super().to(device)
         self.learners.to(device)
@@ -595,6 +621,7 @@ class GBNN(Rule):
         self.finished = int(state["finished"])
         self.current = min(self.finished, self.rounds - 1)
         self._round = None
+        self._cache = None
 
 
 @RULES.register(
