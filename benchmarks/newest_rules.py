@@ -230,6 +230,11 @@ def _load_range(runs: list[dict[str, Any]]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
 
 
+def _network(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two records' networks the same: the model and its options."""
+    return record["model"], sorted(record.get("model_options", {}).items())
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     """One row per complete (data, rule): chosen lr (grid validation), test accuracy, and
     memory and time beside BP's on the same data."""
@@ -237,7 +242,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     order = {r: i for i, r in enumerate(STUDIED)}
     done = [r for r in results if r.get("complete")]
     done.sort(key=lambda r: (r["data"], order.get(r["rule"], len(order)), r["rule"]))
-    bp = {r["data"]: chosen_runs(r) for r in done if r["rule"] == "bp"}
+    bp = {r["data"]: r for r in done if r["rule"] == "bp"}
     for record in done:
         runs = chosen_runs(record)
         grid = ", ".join(
@@ -247,16 +252,19 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         )
         acc, sd = mean_std([100 * r["test_acc"] for r in runs])
         mem, sec = _mean(runs, "act_bytes_peak"), _fastest(runs)
-        ref = bp.get(record["data"])
-        if ref:
-            gap = acc - mean_std([100 * r["test_acc"] for r in ref])[0]
-            vs = (
-                f"{gap:+.1f}",
-                f"{mem / _mean(ref, 'act_bytes_peak'):.2f}x",
-                f"{sec / _fastest(ref):.2f}x",
-            )
-        else:
-            vs = ("-", "-", "-")
+        vs = ["-", "-", "-"]
+        base = bp.get(record["data"])
+        # A ratio to BP only where BP ran the same network (memory), on the same data
+        # (time per epoch) and for as long (accuracy): noprop's own CNN against BP's mlp
+        # would compare two networks, not two rules.
+        if base is not None and _network(base) == _network(record):
+            ref = chosen_runs(base)
+            vs[1] = f"{mem / _mean(ref, 'act_bytes_peak'):.2f}x"
+            if base.get("train_limit") == record.get("train_limit"):
+                vs[2] = f"{sec / _fastest(ref):.2f}x"
+                if base["epochs"] == record["epochs"]:
+                    gap = acc - mean_std([100 * r["test_acc"] for r in ref])[0]
+                    vs[0] = f"{gap:+.1f}"
         model = record["model"] + "".join(
             f" {k} {v}" for k, v in sorted(record.get("model_options", {}).items())
         )
@@ -333,6 +341,9 @@ def section(results: list[dict[str, Any]]) -> str:
         "(the machine is shared: the least disturbed one), measured in this one script, one "
         "run at a time under the lock, so the ratios to BP are side by side ('no lock': "
         "a pair run with `--unlocked`, beside other jobs: its time is not comparable)",
+        "- vs BP: memory only against BP on the same network (model and its options), time "
+        "per epoch only on the same training set as well, accuracy only for as many epochs "
+        "as well; '-' where BP's row is another setting",
         f"- raw results: `{RESULTS.relative_to(ROOT)}/<data>__<rule>.json`",
     ]
     if partial:
