@@ -114,6 +114,11 @@ class RunConfig:
     fg_directions: int | None = _opt(
         "rule", "fwdgrad: random directions (jvp passes) averaged per step (default 1)"
     )
+    fg_groups: int | None = _opt(
+        "rule",
+        "fwdgrad: group-wise local losses, G groups of each hidden block's output units; G "
+        "must divide their count; activity perturbation only (default 1)",
+    )
     # rules: noprop (Li, Teh & Pascanu 2025)
     np_steps: int | None = _opt("rule", "NoProp: denoising blocks T (default 10)")
     np_eta: float | None = _opt("rule", "NoProp: weight eta of the denoising loss (default 0.1)")

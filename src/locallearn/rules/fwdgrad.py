@@ -144,6 +144,20 @@ class ForwardGradient(Rule):
     ``--fg-directions D`` averages D independent estimates (D jvp passes; the reference's
     ``num_passes``, 1 in its configs), dividing the variance by D.
 
+    ``--fg-groups G`` (activity only; Sec. 3, group-wise losses): the output units (channels
+    of a conv layer) of a hidden block are split into G equal contiguous groups; group
+    :math:`g` has its own loss :math:`L_{k,g}`, the same head on the block's output with
+    every other group's units detached. Its value is :math:`L_k`'s, and :math:`\sum_g
+    L_{k,g}` has :math:`L_k`'s gradient, but a perturbation of group :math:`g`'s units now
+    reaches only :math:`L_{k,g}`. One jvp of the :math:`G` per-example losses gives a slope
+    :math:`s_{n,g}` per group and :math:`\hat g(z_{n,c}) = \tfrac1N s_{n,g(c)} u_{n,c}`
+    for the block's last layer, still unbiased, with the variance of a layer of
+    :math:`C/G` units instead of :math:`C`: the summed variance of :math:`\hat g(z_n)` is
+    :math:`\sum_g (k_{n,g}+1)\,|a_{n,g}|^2`, with :math:`a_{n,g}` the true gradient on group
+    :math:`g` and :math:`k_{n,g}` its perturbed (for ReLU: active) units. Earlier layers of
+    a block of several layers reach every group; their slope is :math:`\sum_g s_{n,g}`, as
+    with one loss. The head learns from :math:`L_k` (shared by the groups, as in the paper).
+
     The heads and the network's last layer (the readout, always a block of its own) learn
     from their exact local gradient with their input detached, as in the reference code,
     where the local classifiers and the final linear classifier take their true gradients
@@ -163,8 +177,8 @@ class ForwardGradient(Rule):
     ``update_forward_grad_activations``, ``update_forward_grad_weights``, ``loss``, whose
     per-example local losses are divided by the batch size as here).
 
-    Simplifications, stated: block-wise losses only (no patch-wise or group-wise losses,
-    which need the paper's LocalMixer; no LayerNorm); plain layer stacks (``mlp``,
+    Simplifications, stated: block-wise and group-wise losses (no patch-wise losses, which
+    need the paper's LocalMixer; no LayerNorm); plain layer stacks (``mlp``,
     ``cnn1d``); cross-entropy heads (classification only).
     """
 
@@ -176,8 +190,10 @@ class ForwardGradient(Rule):
         layers: list[tuple[list[_Layer], nn.Sequential, list[tuple[int, ...]]]],
         perturb: str,
         directions: int,
+        groups: int = 1,
     ) -> None:
         super().__init__(network, stages, cuts)
+        self.groups = groups
         self.layers = layers  # per hidden stage: (layers, tail ops, pre-activation shapes)
         self.perturb = perturb
         self.directions = directions
@@ -249,7 +265,9 @@ class ForwardGradient(Rule):
                 h = layer.activate(layer.affine(inputs[-1]) + e)
                 acts.append(h)
             out = tail(h)
-            return signal.per_example(out, y) / n, (out, inputs, acts)
+            if self.groups == 1:
+                return signal.per_example(out, y) / n, (out, inputs, acts)
+            return self._group_losses(signal, h, tail, y) / n, (out, inputs, acts)
 
         losses, slopes, (out, inputs, acts) = jvp(
             local_loss, (z1, zeros), (tangents[0], tangents[1:]), has_aux=True
@@ -257,14 +275,35 @@ class ForwardGradient(Rule):
         held = _bytes([z1, *tangents, *zeros, *inputs, *acts, slopes], exclude=[x, out])
         self.held_bytes_peak = max(self.held_bytes_peak, held)
         estimate: list[torch.Tensor] = []
-        for layer, inp, act, u in zip(layers, inputs, acts, tangents):
-            gz = slopes.view(n, *([1] * (u.dim() - 1))) * u
+        for k, (layer, inp, act, u) in enumerate(zip(layers, inputs, acts, tangents)):
+            if self.groups == 1:
+                slope = slopes
+            elif k == len(layers) - 1:  # the grouped layer: each unit its own group's slope
+                slope = slopes.repeat_interleave(u.shape[1] // self.groups, dim=1)
+            else:  # an earlier layer reaches every group's loss
+                slope = slopes.sum(1)
+            gz = slope.view(*slope.shape, *([1] * (u.dim() - slope.dim()))) * u
             if isinstance(layer.act, nn.ReLU):  # inactive units: true gradient exactly 0
                 gz = gz * (act > 0)
             has_bias = layer.affine.bias is not None
             gw, gb = _affine_param_grads(layer.affine, inp, gz, has_bias)
             estimate += [gw, gb] if gb is not None else [gw]
-        return out, losses.sum(), self._in_block_order(index, layers, estimate)
+        loss = losses.sum() if self.groups == 1 else losses[:, 0].sum()  # groups: same value
+        return out, loss, self._in_block_order(index, layers, estimate)
+
+    def _group_losses(
+        self, signal: LocalHead, h: torch.Tensor, tail: nn.Sequential, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-example losses of the G groups, (N, G): the head on ``h`` with all but group
+        g's units (dim 1) detached. Under the jvp ``h - h.detach()`` is 0 with h's tangent,
+        so group g's loss has the shared value and only group g's tangent."""
+        n, c, g = h.shape[0], h.shape[1], self.groups
+        mask = torch.eye(g, dtype=h.dtype, device=h.device).repeat_interleave(c // g, dim=1)
+        mask = mask.view(g, 1, c, *([1] * (h.dim() - 2)))
+        base = h.detach()
+        grouped = (base.unsqueeze(0) + mask * (h - base).unsqueeze(0)).flatten(0, 1)
+        per = signal.per_example(tail(grouped), y.repeat(g))
+        return per.view(g, n).T
 
     def _weight(
         self, index: int, x: torch.Tensor, y: torch.Tensor
@@ -316,6 +355,7 @@ class ForwardGradient(Rule):
         return {
             "fg_perturb": self.perturb,
             "fg_directions": self.directions,
+            "fg_groups": self.groups,
             "fg_held_bytes_peak": self.held_bytes_peak,
         }
 
@@ -343,7 +383,7 @@ class ForwardGradient(Rule):
     "fwdgrad",
     description="forward gradients (torch.func.jvp, no backward through the network), a "
     "local linear head per block",
-    options=("blocks", "fg_perturb", "fg_directions"),
+    options=("blocks", "fg_perturb", "fg_directions", "fg_groups"),
     paper="Ren, Kornblith, Liao & Hinton, ICLR 2023",
     recipe=Recipe(
         optimizer="adam",
@@ -365,6 +405,7 @@ def build_fwdgrad(
     blocks: int | None = None,
     fg_perturb: str | None = None,
     fg_directions: int | None = None,
+    fg_groups: int | None = None,
 ) -> ForwardGradient:
     perturb = fg_perturb or "activity"
     if perturb not in PERTURBATIONS:
@@ -372,6 +413,15 @@ def build_fwdgrad(
     directions = 1 if fg_directions is None else fg_directions
     if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
         raise UsageError(f"--fg-directions must be an integer >= 1, got {fg_directions}")
+    groups = 1 if fg_groups is None else fg_groups
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise UsageError(f"--fg-groups must be an integer >= 1, got {fg_groups}")
+    if groups > 1 and perturb != "activity":
+        raise UsageError(
+            f"--fg-groups {groups} needs --fg-perturb activity (a weight direction is shared "
+            "by all units, so it cannot be split into groups); with --fg-perturb weight use "
+            "--fg-groups 1"
+        )
     units = len(network)
     if units < 2:
         raise UsageError(
@@ -392,9 +442,15 @@ def build_fwdgrad(
         for layer in block_layers:
             shapes.append(output_shape(nn.Sequential(layer.lead, layer.affine), h))
             h = output_shape(nn.Sequential(layer.lead, layer.affine, *filter(None, [layer.act])), h)
+        if shapes[-1][0] % groups:
+            raise UsageError(
+                f"--fg-groups {groups} must divide the units (channels) of every hidden "
+                f"block's output; block {len(stages) + 1} has {shapes[-1][0]}; valid: "
+                + ", ".join(str(d) for d in range(1, shapes[-1][0] + 1) if shapes[-1][0] % d == 0)
+            )
         shape = output_shape(part, shape)
         head = LocalHead(make_head("linear", shape, classes))
         stages.append(Stage(part, head))
         layers.append((block_layers, tail, shapes))
     stages.append(Stage(parts[-1], TaskLoss()))
-    return ForwardGradient(network, stages, cuts, layers, perturb, directions)
+    return ForwardGradient(network, stages, cuts, layers, perturb, directions, groups)
