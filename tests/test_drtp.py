@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import locallearn
+from isolation_helpers import RecordingSignal
 from locallearn.data import Dataset
 from locallearn.engine.loop import train_step
 from locallearn.errors import UsageError
@@ -182,33 +183,6 @@ def test_drtp_output_layer_learns_bce_on_sigmoid():
     torch.testing.assert_close(rule.stages[-1].signal(h, y), expected)
 
 
-def graph_leaves(loss: torch.Tensor) -> set[int]:
-    """ids of the tensors (weights) a loss's autograd graph can reach."""
-    seen, leaves, todo = set(), set(), [loss.grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            leaves.add(id(fn.variable))
-        todo.extend(f for f, _ in fn.next_functions)
-    return leaves
-
-
-class Recording(nn.Module):
-    """Wraps a stage's signal during a real train_step; records what each loss reaches."""
-
-    def __init__(self, inner, log, index):
-        super().__init__()
-        self.inner, self.log, self.index = inner, log, index
-
-    def forward(self, h, y):
-        loss = self.inner(h, y)
-        self.log.append((self.index, graph_leaves(loss)))
-        return loss
-
-
 @pytest.mark.parametrize("rule_name", ["drtp", "tpsgd"])
 @pytest.mark.parametrize("model,shape", [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("cnn", (1, 8, 8))])
 def test_no_graph_spans_two_layers(rule_name, model, shape):
@@ -216,11 +190,11 @@ def test_no_graph_spans_two_layers(rule_name, model, shape):
     rule = build_rule(rule_name, build_model(model, shape, 10), shape, 10)
     log = []
     for i, stage in enumerate(rule.stages):
-        stage.signal = Recording(stage.signal, log, i)
+        stage.signal = RecordingSignal(stage.signal, log, i)
     opts = [torch.optim.SGD(rule.stage_parameters(i), lr=0.1) for i in range(rule.blocks)]
     train_step(rule, opts, torch.randn(6, *shape), torch.randint(0, 10, (6,)))
-    assert [i for i, _ in log] == list(range(rule.blocks))
-    for i, leaves in log:
+    assert [i for i, _, _ in log] == list(range(rule.blocks))
+    for i, leaves, _ in log:
         own = {id(p) for p in rule.stage_parameters(i)}
         assert leaves == own, f"stage {i}: its loss reaches weights of another layer"
 

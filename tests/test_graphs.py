@@ -12,6 +12,7 @@ import torch
 
 import locallearn
 from conftest import SHARED_DATA
+from isolation_helpers import RecordingOptimizer
 from locallearn.cli import main
 from locallearn.data import load_dataset
 from locallearn.data.graph import IGNORE, make_sbm
@@ -216,15 +217,6 @@ def test_sf_memory_stays_flat_with_depth_while_bp_grows(sbm):
 
 
 # -- gradient isolation ---------------------------------------------------------------------
-class RecordingOptimizer(torch.optim.Optimizer):
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.seen = {}
-
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.seen[id(p)] = None if p.grad is None else p.grad.clone()
 
 
 def _recorder(store, k, arg):

@@ -4,22 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from isolation_helpers import RecordingOptimizer
 from locallearn.engine.loop import train_step
 from locallearn.models import build_model
 from locallearn.rules import build_rule
-
-
-class RecordingOptimizer(torch.optim.Optimizer):
-    """Records each parameter's gradient when step() runs; never changes a weight."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.seen: dict[int, torch.Tensor | None] = {}
-
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.seen[id(p)] = None if p.grad is None else p.grad.clone()
 
 
 @pytest.mark.parametrize("model,shape", [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("cnn", (1, 8, 8))])

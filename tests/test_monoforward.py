@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import locallearn
+from isolation_helpers import RecordingSignal
 from locallearn.api import default_rules
 from locallearn.cli import main
 from locallearn.engine.loop import train_step
@@ -70,38 +71,13 @@ def test_local_loss_is_cross_entropy_of_the_goodness():
     assert proj.weight.abs().max() <= 12**-0.5  # Linear's default U(-1/sqrt(n), 1/sqrt(n))
 
 
-def graph_leaves(loss: torch.Tensor) -> set[int]:
-    """ids of the tensors (weights) a loss's autograd graph reaches."""
-    seen, leaves, todo = set(), set(), [loss.grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            leaves.add(id(fn.variable))
-        todo.extend(f for f, _ in fn.next_functions)
-    return leaves
-
-
-class Recording(nn.Module):
-    def __init__(self, inner, log, index):
-        super().__init__()
-        self.inner, self.log, self.index = inner, log, index
-
-    def forward(self, h, y):
-        loss = self.inner(h, y)
-        self.log.append((self.index, graph_leaves(loss), h))
-        return loss
-
-
 @pytest.mark.parametrize("readout", ["last", "sum", "output"])
 @pytest.mark.parametrize("model,shape", [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("cnn", (1, 8, 8))])
 def test_each_layer_learns_from_its_own_loss_only(readout, model, shape):
     _, rule = mf(model, shape, mf_readout=readout)
     log = []
     for i, stage in enumerate(rule.stages):
-        stage.signal = Recording(stage.signal, log, i)
+        stage.signal = RecordingSignal(stage.signal, log, i)
     opts = [torch.optim.SGD(rule.stage_parameters(i), lr=0.1) for i in range(rule.blocks)]
     x, y = torch.randn(6, *shape), torch.randint(0, 10, (6,))
     params = {id(p): p for i in range(rule.blocks) for p in rule.stage_parameters(i)}

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import locallearn
+from isolation_helpers import RecordingOptimizer
 from locallearn.api import default_rules
 from locallearn.cli import main
 from locallearn.engine.export import export_network
@@ -23,19 +24,6 @@ SHAPE = (1, 8, 8)
 def make_rule(steps=3, **options):
     torch.manual_seed(0)
     return build_rule("noprop", nn.Sequential(), SHAPE, 10, np_steps=steps, **options)
-
-
-class RecordingOptimizer(torch.optim.Optimizer):
-    """Records each parameter's gradient when step() runs; never changes a weight."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.seen = {}
-
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.seen[id(p)] = None if p.grad is None else p.grad.clone()
 
 
 # -- the schedule and the chain's coefficients -------------------------------------------------
