@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 
 import locallearn
+from isolation_helpers import graph_leaves
 from locallearn.engine.loop import train_step
 from locallearn.errors import UsageError
 from locallearn.measure.memory import SavedTensorMeter
 from locallearn.models import build_model
 from locallearn.rules import build_rule
 from locallearn.rules.ff import _GoodnessLoss, overlay, overlay_pair, rms_normalise
-from test_drtp import graph_leaves
 
 
 def frozen(rule):
